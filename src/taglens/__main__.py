@@ -1,0 +1,3 @@
+from taglens.cli import main
+
+main()

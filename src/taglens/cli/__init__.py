@@ -1,0 +1,41 @@
+"""The command line: each command is a thin use of the library (see docs/cli.md).
+
+Heavy imports (torch, transformers) happen inside commands, so ``taglens --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import click
+
+from taglens import __version__
+from taglens.cli.commands import COMMANDS
+from taglens.errors import TaglensError
+
+
+class TaglensGroup(click.Group):
+    """Turns taglens's typed errors into a one-line message and exit status 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except TaglensError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=TaglensGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="taglens")
+def cli() -> None:
+    """Tag, classify, detect NSFW and search images with open models.
+
+    \b
+    Example:
+        taglens tag photos/ --threshold 0.4 --output tags.jsonl
+    """
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="taglens")

@@ -1,0 +1,207 @@
+"""The pipeline every door (CLI, Python API, HTTP service, Ray) goes through.
+
+    sources -> read + hash + decode once (worker threads, bounded look-ahead)
+            -> each distinct preprocessing transform applied once to the decoded image
+            -> batches -> each job's forward pass -> one Record per source, in input order
+
+A job is one loaded model family (JoyTag, SigLIP, a ViT classifier) that turns a batch of its
+own input tensors into record fields. Jobs whose transforms compare equal share one tensor.
+A bad file becomes an error record; a batch whose forward pass fails is retried image by image
+so one poisonous input cannot take its neighbours' results with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from taglens.errors import ImageDecodeError
+from taglens.images import DecodedImage, DecodeOptions, ImageSource, decode, decode_bytes, describe_source, read_source_bytes
+from taglens.records import Record
+
+log = logging.getLogger(__name__)
+
+
+class Transform(Protocol):
+    """Pure preprocessing for one model: RGB image -> CHW float32 array. Must be hashable; equal
+    transforms are computed once per image and shared."""
+
+    input_size: int
+
+    def __call__(self, image: Image.Image) -> np.ndarray: ...
+
+    def __hash__(self) -> int: ...
+
+
+class Job(Protocol):
+    """One loaded model and what it writes into each record."""
+
+    name: str
+    transform: Transform
+
+    def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
+        """(B, C, H, W) float32 -> one dict of Record fields per image."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the pipeline runs. ``workers`` threads read, decode and preprocess up to ``prefetch``
+    images ahead of the models, so memory is bounded whatever the number of inputs."""
+
+    batch_size: int = 8
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    prefetch: int | None = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    hash_files: bool = True
+
+    @property
+    def lookahead(self) -> int:
+        return self.prefetch or max(2 * self.batch_size, 2 * self.workers)
+
+
+@dataclass
+class Prepared:
+    """A source after the worker threads: a record (with error, or file facts) and tensors."""
+
+    record: Record
+    arrays: dict[Hashable, np.ndarray] | None = None
+
+
+def run(
+    sources: Iterable[ImageSource],
+    jobs: Sequence[Job],
+    options: EngineOptions | None = None,
+    *,
+    on_record: Callable[[Record], None] | None = None,
+) -> Iterator[Record]:
+    """Yield one `Record` per source, in order, with every job's fields (or an error)."""
+    options = options or EngineOptions()
+    if options.batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    transforms = list(dict.fromkeys(job.transform for job in jobs))
+    target = max((t.input_size for t in transforms), default=None)
+    decode_options = replace(options.decode, target_size=target)
+
+    def prepare(source: ImageSource) -> Prepared:
+        return prepare_source(source, transforms, decode_options, hash_files=options.hash_files)
+
+    window: list[Prepared] = []
+    ready = 0
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="taglens-decode") as pool:
+        for prepared in _ordered_map(pool, prepare, sources, options.lookahead):
+            window.append(prepared)
+            if prepared.arrays is not None:
+                ready += 1
+            if ready >= options.batch_size:
+                yield from _flush(window, jobs, on_record)
+                window, ready = [], 0
+        if window:
+            yield from _flush(window, jobs, on_record)
+
+
+def prepare_source(
+    source: ImageSource,
+    transforms: Sequence[Transform],
+    options: DecodeOptions,
+    *,
+    hash_files: bool = True,
+) -> Prepared:
+    """Read, hash and decode one source, then apply each transform. Never raises."""
+    name = describe_source(source)
+    facts: dict[str, Any] = {}
+    try:
+        decoded = _read_and_decode(source, options, name, facts, hash_files)
+        arrays = {t: t(decoded.image) for t in transforms}
+    except ImageDecodeError as exc:
+        return Prepared(Record(path=name, error=exc.reason, **facts))
+    except Exception as exc:  # a bug or an exotic failure in a transform must not stop the run
+        log.exception("preprocessing failed for %s", name)
+        return Prepared(Record(path=name, error=f"preprocessing failed ({type(exc).__name__}: {exc})", **facts))
+    return Prepared(Record(path=name, width=decoded.width, height=decoded.height, **facts), arrays)
+
+
+def _read_and_decode(
+    source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any], hash_files: bool
+) -> DecodedImage:
+    if isinstance(source, (Image.Image, np.ndarray)):
+        return decode(source, options, name=name)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            st = os.stat(source)
+            facts.update(size=st.st_size, mtime=st.st_mtime)
+        except OSError:
+            pass  # read_source_bytes gives the precise reason
+        data = read_source_bytes(source, options, name)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        facts["size"] = len(data)
+    else:
+        data = read_source_bytes(source, options, name)
+        facts["size"] = len(data)
+    if hash_files:
+        facts["sha256"] = hashlib.sha256(data).hexdigest()
+    if len(data) > options.max_bytes:
+        raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
+    return decode_bytes(data, options, name=name)
+
+
+def _ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[Any], Prepared], items: Iterable[Any], lookahead: int
+) -> Iterator[Prepared]:
+    """``pool.map`` that keeps at most ``lookahead`` items in flight (``map`` would consume the
+    whole input first) and yields results in input order."""
+    pending: deque[Future[Prepared]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= lookahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _flush(window: list[Prepared], jobs: Sequence[Job], on_record: Callable[[Record], None] | None) -> Iterator[Record]:
+    good = [p for p in window if p.arrays is not None]
+    fields: list[dict[str, Any]] = [{} for _ in good]
+    errors: list[str | None] = [None] * len(good)
+    if good:
+        for job in jobs:
+            for i, result in enumerate(_run_job(job, good)):
+                if isinstance(result, str):
+                    errors[i] = errors[i] or result
+                else:
+                    fields[i].update(result)
+    results = iter(zip(fields, errors))
+    for prepared in window:
+        record = prepared.record
+        if prepared.arrays is not None:
+            extra, error = next(results)
+            record = record.with_fields(error=error) if error else record.with_fields(**extra)
+            prepared.arrays = None  # release tensors as soon as the record is made
+        if on_record is not None:
+            on_record(record)
+        yield record
+
+
+def _run_job(job: Job, batch: list[Prepared]) -> list[dict[str, Any] | str]:
+    """Run a job on a batch; if the batch fails, retry each image alone and report failures."""
+    try:
+        pixels = np.stack([p.arrays[job.transform] for p in batch])  # type: ignore[index]
+        out = job(pixels)
+        if len(out) != len(batch):
+            raise RuntimeError(f"job {job.name} returned {len(out)} results for {len(batch)} images")
+        return list(out)
+    except Exception as exc:
+        if len(batch) == 1:
+            log.exception("%s failed on %s", job.name, batch[0].record.path)
+            return [f"{job.name} failed on this image ({type(exc).__name__}: {exc})"[:300]]
+        return [r for p in batch for r in _run_job(job, [p])]

@@ -1,0 +1,36 @@
+"""The error types taglens raises.
+
+Library code raises these and never exits; only the command line turns them into exit codes.
+Every message names the thing that failed and says why in plain words.
+"""
+
+from __future__ import annotations
+
+
+class TaglensError(Exception):
+    """Base class of every error taglens raises on purpose."""
+
+
+class ImageDecodeError(TaglensError):
+    """An input could not be turned into an RGB image.
+
+    ``source`` names the input (a path, or a description such as ``<bytes>``) and ``reason``
+    says why in plain words, e.g. ``"empty file"`` or ``"truncated image data"``.
+    """
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ModelNotFoundError(TaglensError):
+    """A model argument could be resolved neither as a local folder nor through the hub cache."""
+
+
+class UnsafeCheckpointError(TaglensError):
+    """A checkpoint holds only pickled weights, which can run code when loaded; taglens refuses them."""
+
+
+class CheckpointError(TaglensError):
+    """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""

@@ -1,0 +1,113 @@
+"""The pipeline with fake jobs: order, errors, decode-once, batching and bounded look-ahead."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from taglens import engine as engine_module
+from taglens.engine import EngineOptions, run
+
+from ..conftest import photo
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """A transform: resize to size x size, CHW float32 in [0, 1]."""
+
+    input_size: int = 8
+
+    def __call__(self, image):
+        return np.asarray(image.resize((self.input_size, self.input_size)), np.float32).transpose(2, 0, 1) / 255
+
+
+class MeanJob:
+    """A fake job: writes each image's mean input value into the record's ``mtime`` field (any
+    Record field serves a fake) and records its batch sizes; raises on a chosen image."""
+
+    def __init__(self, name="mean", transform=Shrink(), fail_on=None):
+        self.name, self.transform, self.fail_on, self.batches = name, transform, fail_on, []
+
+    def __call__(self, pixels):
+        self.batches.append(len(pixels))
+        if self.fail_on is not None and any(abs(p.mean() - self.fail_on) < 1e-6 for p in pixels):
+            raise RuntimeError("poison")
+        return [{"mtime": float(p.mean())} for p in pixels]
+
+
+def test_records_come_in_input_order_with_errors_in_place(image_dir):
+    paths = sorted(str(p) for p in image_dir.rglob("*") if p.is_file())
+    records = list(run(paths, [MeanJob()], EngineOptions(batch_size=2, workers=2)))
+    assert [r.path for r in records] == paths
+    broken = [r for r in records if r.error]
+    assert [r.path for r in broken] == [str(image_dir / "broken.jpg")]
+    good = [r for r in records if not r.error]
+    assert all(r.sha256 and len(r.sha256) == 64 and r.size > 0 and r.width and r.height for r in good)
+
+
+def test_each_image_is_decoded_once_however_many_jobs(image_dir, monkeypatch):
+    calls = []
+    real = engine_module.decode_bytes
+    lock = threading.Lock()
+
+    def counting(data, options, *, name):
+        with lock:
+            calls.append(name)
+        return real(data, options, name=name)
+
+    monkeypatch.setattr(engine_module, "decode_bytes", counting)
+    paths = sorted(str(p) for p in image_dir.rglob("*.png"))
+    jobs = [MeanJob("a"), MeanJob("b"), MeanJob("c", transform=Shrink(16))]
+    list(run(paths, jobs, EngineOptions(batch_size=4)))
+    assert sorted(calls) == paths
+
+
+def test_equal_transforms_are_computed_once(monkeypatch):
+    counts = {"n": 0}
+
+    @dataclass(frozen=True)
+    class Counting(Shrink):
+        def __call__(self, image):
+            counts["n"] += 1
+            return super().__call__(image)
+
+    images = [photo(seed=i) for i in range(3)]
+    list(run(images, [MeanJob("a", Counting()), MeanJob("b", Counting())], EngineOptions(workers=1)))
+    assert counts["n"] == 3
+
+
+def test_batches_are_filled_to_batch_size():
+    job = MeanJob()
+    list(run([photo(seed=i) for i in range(10)], [job], EngineOptions(batch_size=4)))
+    assert job.batches == [4, 4, 2]
+
+
+def test_a_failing_batch_is_retried_image_by_image():
+    images = [photo(seed=i) for i in range(5)]
+    poison = float(Shrink()(images[2]).mean())
+    job = MeanJob(fail_on=poison)
+    records = list(run(images, [job], EngineOptions(batch_size=5)))
+    assert [bool(r.error) for r in records] == [False, False, True, False, False]
+    assert "poison" in records[2].error and "mean failed" in records[2].error
+
+
+def test_look_ahead_is_bounded():
+    pulled = {"n": 0}
+
+    def sources():
+        for i in range(1000):
+            pulled["n"] += 1
+            yield photo(8, 8, seed=i)
+
+    stream = run(sources(), [MeanJob()], EngineOptions(batch_size=2, workers=2, prefetch=6))
+    next(stream)
+    assert pulled["n"] <= 10
+    stream.close()
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError):
+        list(run([photo()], [MeanJob()], EngineOptions(batch_size=0)))
