@@ -43,10 +43,17 @@ class Transform(Protocol):
 
 
 class Job(Protocol):
-    """One loaded model and what it writes into each record."""
+    """One loaded model and what it writes into each record.
+
+    ``name`` is the task ("tag", "classify", "embed", "nsfw"; a job may serve several, e.g.
+    "classify+embed" from one SigLIP pass); ``model_id`` and ``revision`` identify the checkpoint
+    (see `taglens.hub.ResolvedModel`) so stored results can be tied to the model that made them.
+    """
 
     name: str
     transform: Transform
+    model_id: str
+    revision: str
 
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
         """(B, C, H, W) float32 -> one dict of Record fields per image."""
