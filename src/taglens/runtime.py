@@ -1,7 +1,15 @@
-"""Device and precision choices, made once and shared by every model family."""
+"""Device and precision choices, made once and shared by every model family.
+
+`Placement` says where a model runs and in which dtype; families use it to move their module
+and each pixel batch, so the CUDA habits (pinned host memory, non-blocking copies) live here
+once. Scores are always computed from float32 logits, whatever the model's dtype.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -13,7 +21,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible to PyTorch")
     return resolved
@@ -26,3 +37,29 @@ def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}") from None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model runs and in which dtype."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def resolve(cls, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32") -> Placement:
+        return cls(resolve_device(device), resolve_dtype(dtype))
+
+    def module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a module here, in eval mode with gradients off."""
+        module = module.to(device=self.device, dtype=self.dtype).eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        return module
+
+    def batch(self, pixels: np.ndarray) -> torch.Tensor:
+        """A (B, C, H, W) float32 array as a tensor on the device, in the model's dtype."""
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.dtype)
