@@ -34,3 +34,12 @@ class UnsafeCheckpointError(TaglensError):
 
 class CheckpointError(TaglensError):
     """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""
+
+
+class UnknownLabelError(TaglensError, ValueError):
+    """A label asked for (e.g. ``--positive-label``) is not one of the checkpoint's labels."""
+
+
+class QuarantineError(TaglensError):
+    """The quarantine cannot start or go on: its journal is locked, unreadable or inconsistent,
+    or its folder overlaps the inputs. Per-file problems are reported, not raised."""

@@ -1,0 +1,142 @@
+"""Any transformers image classifier (ViT, ConvNeXt, Swin, ...): load, preprocess, batched
+forward, probabilities.
+
+The default is ``Falconsai/nsfw_image_detection`` (ViT-B/16 at 224 px, labels ``normal`` /
+``nsfw``), but nothing here is specific to it: the labels come from ``config.id2label``, the
+preprocessing from ``preprocessor_config.json`` (`HfImageTransform`, bit-identical to the
+checkpoint's own image processor), and the activation from the config exactly as
+transformers' image-classification pipeline chooses it (`activation_for`). Logits are always
+taken to float32 before the activation, whatever dtype the model runs in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from taglens.errors import CheckpointError
+from taglens.hub import ResolvedModel, resolve_model
+from taglens.models.hf_preprocess import HfImageTransform
+from taglens.runtime import Placement
+
+DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
+
+Activation = Literal["softmax", "sigmoid", "none"]
+
+
+def activation_for(config: Any) -> Activation:
+    """The function transformers' image-classification pipeline applies to this config's logits
+    (``ImageClassificationPipeline.postprocess``, transformers 5), in the same order of rules:
+
+    1. ``problem_type == "regression"``: none (raw logits);
+    2. ``problem_type == "multi_label_classification"`` or a single label: sigmoid per label;
+    3. ``problem_type == "single_label_classification"`` or several labels: softmax;
+    4. else the config's own ``function_to_apply``, else none.
+    """
+    problem_type = getattr(config, "problem_type", None)
+    num_labels = config.num_labels
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return "softmax"
+    declared = getattr(config, "function_to_apply", None)
+    return declared if declared in ("softmax", "sigmoid", "none") else "none"
+
+
+def probabilities(logits: np.ndarray, activation: Activation) -> np.ndarray:
+    """(B, L) float32 logits -> (B, L) scores, computed in float64 and returned as float32."""
+    x = np.asarray(logits, dtype=np.float64)
+    if activation == "softmax":
+        shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+        out = shifted / shifted.sum(axis=-1, keepdims=True)
+    elif activation == "sigmoid":
+        out = 1.0 / (1.0 + np.exp(-x))
+    else:
+        out = x
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageClassifier:
+    """A loaded transformers image classifier, its preprocessing and its identity.
+
+    ``labels`` are the ``id2label`` names in index order; ``activation`` is what turns logits
+    into scores (see `activation_for`); ``model_id`` and ``revision`` come from `resolve_model`.
+    """
+
+    model: torch.nn.Module
+    transform: HfImageTransform
+    labels: tuple[str, ...]
+    activation: Activation
+    placement: Placement
+    model_id: str
+    revision: str
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        revision: str | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+    ) -> ImageClassifier:
+        """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``."""
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        placement = Placement.resolve(device, dtype)
+        resolved: ResolvedModel = resolve_model(model, revision)
+        try:
+            config = AutoConfig.from_pretrained(resolved.folder)
+        except Exception as exc:
+            raise CheckpointError(f"{resolved.model_id}: unreadable config.json ({exc})") from None
+        if not getattr(config, "id2label", None):
+            raise CheckpointError(f"{resolved.model_id}: config.json has no id2label; not an image classifier")
+        transform = HfImageTransform.from_pretrained(resolved.folder)
+        try:
+            with _quiet_transformers():
+                module = AutoModelForImageClassification.from_pretrained(
+                    resolved.folder, config=config, use_safetensors=True
+                )
+        except ValueError as exc:  # "Unrecognized configuration class ..." for a non-classifier
+            raise CheckpointError(f"{resolved.model_id}: not a transformers image classifier ({exc})") from None
+        labels = tuple(str(config.id2label[i]) for i in range(config.num_labels))
+        return cls(
+            model=placement.module(module),
+            transform=transform,
+            labels=labels,
+            activation=activation_for(config),
+            placement=placement,
+            model_id=resolved.model_id,
+            revision=resolved.revision,
+        )
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, C, H, W) float32 preprocessed pixels -> (B, L) float32 logits."""
+        with torch.inference_mode():
+            out = self.model(pixel_values=self.placement.batch(pixels)).logits
+        return out.float().cpu().numpy()
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, C, H, W) -> (B, L) float32 scores (softmax, sigmoid or raw, per `activation`)."""
+        return probabilities(self.logits(pixels), self.activation)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar for one load, restoring the caller's setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging._tqdm_active = False  # not disable_progress_bar(): that also flips huggingface_hub's
+    try:
+        yield
+    finally:
+        hf_logging._tqdm_active = was_enabled
