@@ -57,7 +57,8 @@ def probabilities(logits: np.ndarray, activation: Activation) -> np.ndarray:
         shifted = np.exp(x - x.max(axis=-1, keepdims=True))
         out = shifted / shifted.sum(axis=-1, keepdims=True)
     elif activation == "sigmoid":
-        out = 1.0 / (1.0 + np.exp(-x))
+        with np.errstate(over="ignore"):  # exp(1000) = inf gives 1 / inf = 0, which is right
+            out = 1.0 / (1.0 + np.exp(-x))
     else:
         out = x
     return out.astype(np.float32)
@@ -102,11 +103,19 @@ class ImageClassifier:
         transform = HfImageTransform.from_pretrained(resolved.folder)
         try:
             with _quiet_transformers():
-                module = AutoModelForImageClassification.from_pretrained(
-                    resolved.folder, config=config, use_safetensors=True
+                module, info = AutoModelForImageClassification.from_pretrained(
+                    resolved.folder, config=config, use_safetensors=True, output_loading_info=True
                 )
         except ValueError as exc:  # "Unrecognized configuration class ..." for a non-classifier
             raise CheckpointError(f"{resolved.model_id}: not a transformers image classifier ({exc})") from None
+        # transformers fills weights the checkpoint lacks (e.g. the head of a CLIP checkpoint
+        # loaded as a classifier) with random values: refuse instead of inventing scores.
+        missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+        if missing:
+            raise CheckpointError(
+                f"{resolved.model_id}: not a complete image-classifier checkpoint; weights missing or of the "
+                f"wrong shape: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            )
         labels = tuple(str(config.id2label[i]) for i in range(config.num_labels))
         return cls(
             model=placement.module(module),
