@@ -55,12 +55,17 @@ def run_to_sink(
     quiet: bool = False,
     on_record: Callable[[Record], None] | None = None,
     skip: Callable[[str], bool] | None = None,
+    summary: Summary | None = None,
 ) -> Summary:
-    """Stream every image under ``paths`` through ``jobs`` into ``sink``; return the counts."""
+    """Stream every image under ``paths`` through ``jobs`` into ``sink``; return the counts.
+
+    Pass a `Summary` subclass as ``summary`` to count more (in ``on_record``) and say it in its
+    own ``line()``.
+    """
     sources: Iterable[str] = iter_image_paths(paths, recursive=recursive)
     if skip is not None:
         sources = (p for p in sources if not skip(p))
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     bar = progress_bar(paths, recursive, quiet)
     try:
         for record in run(sources, jobs, options):
