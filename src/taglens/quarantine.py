@@ -68,6 +68,7 @@ except ImportError:  # Windows: no advisory locks; one run at a time is then up 
 Mode = Literal["move", "copy"]
 JOURNAL_NAME = "taglens-journal.jsonl"
 JOURNAL_VERSION = 1
+_HEADER_START = b'{"op": "journal"'
 _CHUNK = 1 << 20
 
 
@@ -77,8 +78,8 @@ class Outcome:
 
     ``status`` is one of ``moved``, ``copied``, ``already copied``, ``skipped``, ``failed``
     (quarantine), ``completed`` / ``left in place`` (an interrupted entry resolved on opening),
-    ``restored`` / ``copy removed`` / ``already undone`` (undo). ``reason`` says why for
-    ``failed``, ``skipped`` and ``left in place``.
+    ``restored`` / ``copy removed`` (undo). ``reason`` says why for ``failed``, ``skipped``
+    and ``left in place``.
     """
 
     source: str
@@ -178,6 +179,8 @@ class Journal:
             if not chunk:
                 break
             data += chunk
+        if data and not data.startswith(_HEADER_START):  # never cut or append to someone else's file
+            raise QuarantineError(f"{self.path} is not a taglens quarantine journal")
         if data and not data.endswith(b"\n"):
             # A torn last line (power loss mid-write): its fsync never returned, so nothing
             # after it happened. Cut it.

@@ -180,6 +180,11 @@ def test_journal_is_locked_torn_lines_are_cut_and_garbage_refused(tmp_path):
         Quarantine(q)
     with pytest.raises(QuarantineError, match="does not exist"):
         undo(tmp_path / "missing.jsonl")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\nno newline at the end")
+    with pytest.raises(QuarantineError, match="not a taglens quarantine journal"):
+        undo(notes)
+    assert notes.read_text() == "my notes\nno newline at the end"  # never cut or written
 
 
 def test_rename_noreplace_refuses_to_replace(tmp_path):

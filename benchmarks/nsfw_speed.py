@@ -1,0 +1,122 @@
+"""NSFW classifier throughput: taglens against the transformers pipeline, as ratios.
+
+The model is the full-size ViT-B/16 224 classifier of ``Falconsai/nsfw_image_detection``'s
+shape with **random weights** (`taglens.testing.write_vit_classifier`), so no network is needed
+and the scores mean nothing: this measures speed only. Inputs are photo-like 640x480 JPEG files
+on disk, decoded by each side (taglens: the engine's decode threads; the pipeline: its own
+loading), so the timings cover a whole file -> scores pass.
+
+Baseline: ``transformers.pipeline("image-classification", top_k=None)`` in float32, called one
+image at a time, measured in the same run. taglens runs float32 and bfloat16 at a few batch
+sizes, with JPEG draft mode on (its default) and once with it off. Before timing, taglens's
+float32 scores (full decode) are checked against the pipeline's (1e-5).
+
+    python benchmarks/nsfw_speed.py                      # ~1-2 minutes on 2 CPU cores
+    python benchmarks/nsfw_speed.py --images 256 --batch-sizes 1,16,64 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from taglens.engine import EngineOptions  # noqa: E402
+from taglens.images import DecodeOptions  # noqa: E402
+from taglens.nsfw import NsfwDetector  # noqa: E402
+from taglens.testing import write_vit_classifier  # noqa: E402
+
+
+# taglens decodes large JPEGs at a reduced DCT scale by default (docs/decoding.md): faster, and
+# slightly different pixels after the resize. The pipeline always decodes in full.
+FULL_DECODE = DecodeOptions(draft=False)
+
+
+def make_images(folder: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[str]:
+    """Smooth gradients with noise and blocks, saved as JPEG quality 90."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    paths = []
+    for i in range(count):
+        base = np.stack([x * 255 / w, y * 255 / h, ((x + y + 37 * i) % 256)], -1).astype(np.float32)
+        base += rng.normal(0, 12, base.shape)
+        for _ in range(4):
+            x0, y0 = rng.integers(0, w - 64), rng.integers(0, h - 64)
+            base[y0:y0 + 64, x0:x0 + 64] = rng.integers(0, 256, 3)
+        path = folder / f"img{i:04d}.jpg"
+        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def timed(fn, n_images: int, repeats: int) -> float:
+    """Best images/s over ``repeats`` runs of ``fn`` (which processes ``n_images``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n_images / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=48, help="images per taglens timing")
+    parser.add_argument("--baseline-images", type=int, default=16, help="images per pipeline timing")
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per setting (best is kept)")
+    args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_vit_classifier(Path(tmp) / "vit-base", preset="vit-base-patch16-224")
+        paths = make_images(Path(tmp), max(args.images, args.baseline_images))
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
+              f"ViT-B/16 224 (random weights), {args.images} JPEG 640x480 files")
+
+        pipe = pipeline("image-classification", model=str(folder), top_k=None, device=args.device)
+        base_paths = paths[: args.baseline_images]
+        pipe(base_paths[0])  # warm-up
+        reference = [{d["label"]: d["score"] for d in pipe(p)} for p in base_paths]
+        baseline = timed(lambda: [pipe(p) for p in base_paths], len(base_paths), args.repeats)
+        rows = [("transformers pipeline, one image at a time", "float32", 1, baseline)]
+
+        for dtype in args.dtypes.split(","):
+            detector = NsfwDetector.from_pretrained(folder, device=args.device, dtype=dtype)
+            if dtype == "float32":  # like for like: full decodes give the pipeline's scores
+                records = detector(base_paths, options=EngineOptions(batch_size=8, decode=FULL_DECODE))
+                diff = max(abs(r.nsfw.scores[k] - ref[k]) for r, ref in zip(records, reference) for k in ref)
+                assert diff < 1e-5, f"taglens and the pipeline disagree by {diff}"
+                print(f"float32 scores equal the pipeline's (max abs difference {diff:.1e}, --no-draft)")
+            settings = [("taglens", batch, EngineOptions(batch_size=batch)) for batch in batch_sizes]
+            if dtype == "float32":
+                batch = max(batch_sizes)
+                settings.append(("taglens --no-draft", batch, EngineOptions(batch_size=batch, decode=FULL_DECODE)))
+            for name, batch, options in settings:
+                detector(paths[:batch], options=options)  # warm-up
+                rate = timed(lambda: detector(paths[: args.images], options=options), args.images, args.repeats)
+                rows.append((name, dtype, batch, rate))
+
+    print(f"\n{'':44} {'dtype':9} {'batch':>5} {'images/s':>9} {'vs baseline':>11}")
+    for name, dtype, batch, rate in rows:
+        print(f"{name:44} {dtype:9} {batch:>5} {rate:9.2f} {rate / baseline:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
