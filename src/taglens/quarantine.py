@@ -13,7 +13,7 @@ the next step. For each file:
 
 1. ``intent`` (id, mode, absolute source and destination, the temporary name, sha256) is
    journaled; only then is anything touched;
-2. the transfer: on one filesystem an atomic rename that refuses to replace
+2. the transfer (`taglens.transfer`): on one filesystem an atomic rename that refuses to replace
    (``renameat2(RENAME_NOREPLACE)`` where the kernel has it), then both folders fsync'd.
    Across filesystems (or for a copy): copy to a hidden temporary name beside the destination
    (``.taglens-<journal>-<id>.part``), fsync, read back and compare sha256 with the bytes read
@@ -45,13 +45,9 @@ runs never share a quarantine.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
-import hashlib
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -59,6 +55,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from taglens.errors import QuarantineError
+from taglens.transfer import (
+    Mismatch,
+    describe,
+    fsync_dir,
+    makedirs_durable,
+    resolve,
+    sha256_file,
+    transfer,
+)
 
 try:
     import fcntl
@@ -69,7 +74,6 @@ Mode = Literal["move", "copy"]
 JOURNAL_NAME = "taglens-journal.jsonl"
 JOURNAL_VERSION = 1
 _HEADER_START = b'{"op": "journal"'
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -132,14 +136,14 @@ class Journal:
             raise QuarantineError(f"journal {self.path} does not exist")
         parent = os.path.dirname(self.path)
         if create:
-            _makedirs(parent)
+            makedirs_durable(parent)
         existed = os.path.exists(self.path)
         self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o644)
         self.broken = False
         try:
             _lock(self.fd, self.path)
             if not existed:
-                _fsync_dir(parent)
+                fsync_dir(parent)
             self.entries: dict[int, Entry] = {}
             self.token = ""
             self._read()
@@ -160,7 +164,7 @@ class Journal:
             os.fsync(self.fd)
         except OSError as exc:
             self.broken = True
-            raise QuarantineError(f"cannot write journal {self.path} ({_describe(exc)}); stopping") from None
+            raise QuarantineError(f"cannot write journal {self.path} ({describe(exc)}); stopping") from None
 
     def next_id(self) -> int:
         return max(self.entries, default=0) + 1
@@ -283,7 +287,7 @@ class Quarantine:
         try:
             dst = self._free_name(os.path.join(self.folder, relative))
         except OSError as exc:
-            return Outcome(src, None, "failed", _describe(exc))
+            return Outcome(src, None, "failed", describe(exc))
         entry_id = self.journal.next_id()
         tmp = os.path.join(os.path.dirname(dst), f".taglens-{self.journal.token}-{entry_id}.part")
         intent = {"op": "intent", "id": entry_id, "mode": self.mode, "src": src, "dst": dst, "tmp": tmp,
@@ -292,11 +296,11 @@ class Quarantine:
         entry = Entry(entry_id, self.mode, src, dst, tmp, sha256, intent)
         self.journal.entries[entry_id] = entry
         try:
-            _transfer(src, dst, tmp, keep_source=self.mode == "copy", expect_sha256=sha256)
+            transfer(src, dst, tmp, keep_source=self.mode == "copy", expect_sha256=sha256)
         except FileExistsError:  # the name was taken after we chose it: nothing was moved
             return _fail(self.journal, entry, "the destination name was taken meanwhile; left in place")
-        except (OSError, _Mismatch) as exc:
-            return _settle(self.journal, entry, failure=_describe(exc))
+        except (OSError, Mismatch) as exc:
+            return _settle(self.journal, entry, failure=describe(exc))
         self.journal.append({"op": "done", "id": entry_id})
         entry.state = "done"
         return Outcome(src, dst, "moved" if self.mode == "move" else "copied")
@@ -360,20 +364,20 @@ def _undo_one(journal: Journal, entry: Entry) -> Outcome:
     else:
         if not os.path.isfile(entry.src):
             return refuse("the original is gone; the copy is kept")
-        if _sha256(entry.src) != _sha256(entry.dst):
+        if sha256_file(entry.src) != sha256_file(entry.dst):
             return refuse("the copy differs from the original; the copy is kept")
     journal.append({"op": "undo", "id": entry.id, "time": _now()})
     entry.state = "undoing"
     try:
         if entry.mode == "move":
-            _transfer(entry.dst, entry.src, _undo_tmp(entry, journal), keep_source=False, expect_sha256=None)
+            transfer(entry.dst, entry.src, _undo_tmp(entry, journal), keep_source=False, expect_sha256=None)
         else:
             os.unlink(entry.dst)
-            _fsync_dir(os.path.dirname(entry.dst))
+            fsync_dir(os.path.dirname(entry.dst))
     except FileExistsError:
         return _settle_undo(journal, entry, failure="the original place was taken meanwhile; left in the quarantine")
-    except (OSError, _Mismatch) as exc:
-        return _settle_undo(journal, entry, failure=_describe(exc))
+    except (OSError, Mismatch) as exc:
+        return _settle_undo(journal, entry, failure=describe(exc))
     journal.append({"op": "undone", "id": entry.id})
     entry.state = "undone"
     _prune_empty_dirs(os.path.dirname(entry.dst), entry.intent.get("folder"))
@@ -393,7 +397,7 @@ def _fail(journal: Journal, entry: Entry, reason: str) -> Outcome:
 def _settle(journal: Journal, entry: Entry, *, failure: str | None) -> Outcome:
     """Resolve a forward entry whose transfer did not report success, from what is on disk.
     ``failure`` is the error the transfer raised, or None when recovering after a crash."""
-    state, reason = _resolve(entry.src, entry.dst, entry.tmp, keep_source=entry.mode == "copy")
+    state, reason = resolve(entry.src, entry.dst, entry.tmp, keep_source=entry.mode == "copy")
     if state == "done":
         journal.append({"op": "done", "id": entry.id, "recovered": True})
         entry.state = "done"
@@ -415,7 +419,7 @@ def _settle_undo(journal: Journal, entry: Entry, *, failure: str | None) -> Outc
     if entry.mode == "copy":
         state, reason = ("done", None) if not os.path.lexists(entry.dst) else ("not started", None)
     else:
-        state, reason = _resolve(entry.dst, entry.src, _undo_tmp(entry, journal), keep_source=False)
+        state, reason = resolve(entry.dst, entry.src, _undo_tmp(entry, journal), keep_source=False)
     if state == "done":
         journal.append({"op": "undone", "id": entry.id, "recovered": True})
         entry.state = "undone"
@@ -426,164 +430,6 @@ def _settle_undo(journal: Journal, entry: Entry, *, failure: str | None) -> Outc
     entry.state, entry.reason = "done", reason
     return Outcome(entry.dst, entry.src, "left in place" if failure is None and state == "not started" else "failed",
                    reason)
-
-
-def _resolve(src: str, dst: str, tmp: str, *, keep_source: bool) -> tuple[str, str | None]:
-    """Bring an interrupted transfer to a safe end state: ``done``, ``not started`` (the source
-    is intact and the destination absent) or ``conflict`` (both kept, with the reason)."""
-    if os.path.lexists(tmp):  # only ever present while the source is intact
-        os.unlink(tmp)
-        _fsync_dir(os.path.dirname(tmp))
-    has_src, has_dst = os.path.lexists(src), os.path.lexists(dst)
-    if has_dst and not has_src:
-        return "done", None  # the destination appears only complete and verified
-    if has_src and not has_dst:
-        return "not started", None
-    if not has_src and not has_dst:
-        return "conflict", f"neither {src} nor {dst} exists (removed by something else)"
-    # Both exist: the copy was renamed into place before the source was deleted (or a hard link).
-    if not _same_content(src, dst):
-        return "conflict", f"both {src} and {dst} exist with different contents; both kept"
-    if keep_source:
-        return "done", None
-    try:
-        os.unlink(src)
-        _fsync_dir(os.path.dirname(src))
-        return "done", None
-    except OSError as exc:
-        # The source cannot be deleted (e.g. a read-only folder): take the copy back out so
-        # the file is not left in two places.
-        os.unlink(dst)
-        _fsync_dir(os.path.dirname(dst))
-        return "conflict", f"could not delete the original ({_describe(exc)}); left in place"
-
-
-class _Mismatch(Exception):
-    """A copy did not read back as what was read, or the file changed since it was scored."""
-
-
-def _transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: str | None) -> None:
-    """Move (``keep_source=False``) or copy ``src`` to ``dst``, never replacing ``dst``."""
-    _makedirs(os.path.dirname(dst))
-    if not keep_source:
-        try:
-            rename_noreplace(src, dst)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-        else:
-            _fsync_dir(os.path.dirname(dst))
-            _fsync_dir(os.path.dirname(src))
-            return
-    _copy_verified(src, tmp, expect_sha256)
-    try:
-        rename_noreplace(tmp, dst)
-    except OSError:
-        os.unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(dst))
-    if not keep_source:
-        try:
-            os.unlink(src)
-        except OSError as exc:
-            os.unlink(dst)  # identical bytes, just written by us: never leave the file twice
-            _fsync_dir(os.path.dirname(dst))
-            raise OSError(exc.errno, f"could not delete the original ({exc.strerror}); left in place") from None
-        _fsync_dir(os.path.dirname(src))
-
-
-def _copy_verified(src: str, tmp: str, expect_sha256: str | None) -> None:
-    """Copy ``src`` to a new file ``tmp``, fsync it, and check its bytes read back correctly."""
-    digest = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb", closefd=False) as fout:
-            while chunk := fin.read(_CHUNK):
-                digest.update(chunk)
-                fout.write(chunk)
-            fout.flush()
-            try:
-                os.chmod(tmp, os.stat(src).st_mode & 0o7777)
-                st = os.stat(src)
-                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass  # metadata is best effort; the bytes are what matters
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    read = digest.hexdigest()
-    problem = None
-    if expect_sha256 is not None and read != expect_sha256:
-        problem = "the file changed since it was scored; left in place"
-    elif _sha256(tmp) != read:
-        problem = "the copy did not read back identical; left in place"
-    if problem:
-        os.unlink(tmp)
-        raise _Mismatch(problem)
-
-
-@functools.cache
-def _renameat2() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def rename_noreplace(src: str, dst: str) -> None:
-    """``os.rename`` that fails with `FileExistsError` instead of replacing ``dst``: atomic with
-    Linux's ``renameat2(RENAME_NOREPLACE)``; elsewhere (or on filesystems without it) a check
-    then ``os.rename`` (the journal lock keeps other taglens runs out of the window)."""
-    fn = _renameat2()
-    if fn is not None:
-        if fn(-100, os.fsencode(src), -100, os.fsencode(dst), 1) == 0:  # AT_FDCWD, RENAME_NOREPLACE
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(err, os.strerror(err), src, None, dst)
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
-    os.rename(src, dst)
-
-
-def _makedirs(folder: str) -> None:
-    """``os.makedirs`` that fsyncs the parent of every folder it creates."""
-    missing = []
-    current = os.path.abspath(folder)
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise NotADirectoryError(errno.ENOTDIR, f"{path} exists and is not a folder") from None
-        _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder or ".", os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open folders; its renames are journaled by NTFS itself
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _prune_empty_dirs(folder: str, stop: str | None) -> None:
@@ -609,27 +455,6 @@ def _lock(fd: int, path: str) -> None:
         raise QuarantineError(f"journal {path} is in use by another taglens run") from None
 
 
-def _same_content(a: str, b: str) -> bool:
-    try:
-        if os.path.samefile(a, b):
-            return True
-        return os.path.getsize(a) == os.path.getsize(b) and _sha256(a) == _sha256(b)
-    except OSError:
-        return False
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename and exc.filename not in exc.strerror else ""
-        return f"{exc.strerror}{where}"
-    return str(exc)
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -642,5 +467,4 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["JOURNAL_NAME", "InputRoots", "Journal", "Outcome", "Quarantine", "recover", "rename_noreplace",
-           "summarize", "undo"]
+__all__ = ["JOURNAL_NAME", "InputRoots", "Journal", "Outcome", "Quarantine", "recover", "summarize", "undo"]

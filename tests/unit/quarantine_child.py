@@ -20,6 +20,7 @@ import sys
 import types
 
 import taglens.quarantine as quarantine
+import taglens.transfer as transfer
 
 COUNTED = ("write", "fsync", "unlink", "mkdir", "rename", "ftruncate")
 
@@ -29,7 +30,8 @@ class Crash(BaseException):
 
 
 class StepCounter:
-    """Replaces ``quarantine.os`` and ``quarantine.rename_noreplace`` with counting versions."""
+    """Replaces ``os`` in `taglens.quarantine` and `taglens.transfer`, and
+    ``transfer.rename_noreplace``, with counting versions."""
 
     def __init__(self, stop_at: int | None, on_stop):
         self.steps = 0
@@ -64,7 +66,7 @@ class StepCounter:
             return real_open(path, flags, *args, **kwargs)
 
         proxy.open = open_
-        real_rename = quarantine.rename_noreplace
+        real_rename = transfer.rename_noreplace
 
         def rename_noreplace(src, dst):
             self.step("rename")
@@ -73,7 +75,8 @@ class StepCounter:
             return real_rename(src, dst)
 
         setattr_(quarantine, "os", proxy)
-        setattr_(quarantine, "rename_noreplace", rename_noreplace)
+        setattr_(transfer, "os", proxy)
+        setattr_(transfer, "rename_noreplace", rename_noreplace)
 
 
 def run_files(folder: str, mode: str, files: list[list[str]]) -> None:

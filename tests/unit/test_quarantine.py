@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import taglens.quarantine as quarantine
+import taglens.transfer as transfer
 from taglens.errors import QuarantineError
 from taglens.quarantine import JOURNAL_NAME, InputRoots, Quarantine, undo
 
@@ -191,9 +192,9 @@ def test_rename_noreplace_refuses_to_replace(tmp_path):
     (tmp_path / "a").write_text("a")
     (tmp_path / "b").write_text("b")
     with pytest.raises(FileExistsError):
-        quarantine.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+        transfer.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
     assert (tmp_path / "b").read_text() == "b"
-    quarantine.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
+    transfer.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
     assert (tmp_path / "c").read_text() == "a" and not (tmp_path / "a").exists()
 
 
@@ -218,14 +219,14 @@ def test_real_cross_device_move_and_undo(tmp_path):
 
 def force_cross_device(monkeypatch):
     """Make every rename between folders fail with EXDEV, as between two filesystems."""
-    real = quarantine.rename_noreplace
+    real = transfer.rename_noreplace
 
     def rename_noreplace(src, dst):
         if not os.path.basename(src).startswith(".taglens-"):
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, None, dst)
         return real(src, dst)
 
-    monkeypatch.setattr(quarantine, "rename_noreplace", rename_noreplace)
+    monkeypatch.setattr(transfer, "rename_noreplace", rename_noreplace)
 
 
 def crash(what: str) -> None:
