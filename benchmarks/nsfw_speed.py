@@ -11,13 +11,17 @@ image at a time, measured in the same run. taglens runs float32 and bfloat16 at 
 sizes, with JPEG draft mode on (its default) and once with it off. Before timing, taglens's
 float32 scores (full decode) are checked against the pipeline's (1e-5).
 
-    python benchmarks/nsfw_speed.py                      # ~1-2 minutes on 2 CPU cores
+    python benchmarks/nsfw_speed.py                      # about a minute on 2 quiet CPU cores
     python benchmarks/nsfw_speed.py --images 256 --batch-sizes 1,16,64 --device cuda
+
+Settings run interleaved (round-robin), each reporting its best round, so a busy machine
+slows every setting alike and the ratios stay meaningful.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -58,24 +62,13 @@ def make_images(folder: Path, count: int, size: tuple[int, int] = (640, 480)) ->
     return paths
 
 
-def timed(fn, n_images: int, repeats: int) -> float:
-    """Best images/s over ``repeats`` runs of ``fn`` (which processes ``n_images``)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n_images / best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=48, help="images per taglens timing")
-    parser.add_argument("--baseline-images", type=int, default=16, help="images per pipeline timing")
-    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--images", type=int, default=16, help="images per timed run of each setting")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds; each runs every setting once")
+    parser.add_argument("--batch-sizes", default="1,8,16")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per setting (best is kept)")
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -86,36 +79,46 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_vit_classifier(Path(tmp) / "vit-base", preset="vit-base-patch16-224")
-        paths = make_images(Path(tmp), max(args.images, args.baseline_images))
+        paths = make_images(Path(tmp), max([args.images, *batch_sizes]))[: args.images]
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
-              f"ViT-B/16 224 (random weights), {args.images} JPEG 640x480 files")
+              f"ViT-B/16 224 (random weights), {args.images} JPEG 640x480 files per run, "
+              f"best of {args.rounds} interleaved rounds")
 
         pipe = pipeline("image-classification", model=str(folder), top_k=None, device=args.device)
-        base_paths = paths[: args.baseline_images]
-        pipe(base_paths[0])  # warm-up
-        reference = [{d["label"]: d["score"] for d in pipe(p)} for p in base_paths]
-        baseline = timed(lambda: [pipe(p) for p in base_paths], len(base_paths), args.repeats)
-        rows = [("transformers pipeline, one image at a time", "float32", 1, baseline)]
-
+        settings = [("transformers pipeline, one image at a time", "float32", 1, lambda few: [pipe(p) for p in few])]
+        reference = [{d["label"]: d["score"] for d in pipe(p)} for p in paths]
         for dtype in args.dtypes.split(","):
             detector = NsfwDetector.from_pretrained(folder, device=args.device, dtype=dtype)
             if dtype == "float32":  # like for like: full decodes give the pipeline's scores
-                records = detector(base_paths, options=EngineOptions(batch_size=8, decode=FULL_DECODE))
+                records = detector(paths, options=EngineOptions(batch_size=8, decode=FULL_DECODE))
                 diff = max(abs(r.nsfw.scores[k] - ref[k]) for r, ref in zip(records, reference) for k in ref)
                 assert diff < 1e-5, f"taglens and the pipeline disagree by {diff}"
                 print(f"float32 scores equal the pipeline's (max abs difference {diff:.1e}, --no-draft)")
-            settings = [("taglens", batch, EngineOptions(batch_size=batch)) for batch in batch_sizes]
+            for batch in batch_sizes:
+                settings.append(("taglens", dtype, batch, _runner(detector, EngineOptions(batch_size=batch))))
             if dtype == "float32":
                 batch = max(batch_sizes)
-                settings.append(("taglens --no-draft", batch, EngineOptions(batch_size=batch, decode=FULL_DECODE)))
-            for name, batch, options in settings:
-                detector(paths[:batch], options=options)  # warm-up
-                rate = timed(lambda: detector(paths[: args.images], options=options), args.images, args.repeats)
-                rows.append((name, dtype, batch, rate))
+                options = EngineOptions(batch_size=batch, decode=FULL_DECODE)
+                settings.append(("taglens --no-draft", dtype, batch, _runner(detector, options)))
 
-    print(f"\n{'':44} {'dtype':9} {'batch':>5} {'images/s':>9} {'vs baseline':>11}")
-    for name, dtype, batch, rate in rows:
-        print(f"{name:44} {dtype:9} {batch:>5} {rate:9.2f} {rate / baseline:10.2f}x")
+        for _, _, batch, fn in settings:  # warm-up: one batch each
+            fn(paths[:batch])
+        times: list[list[float]] = [[] for _ in settings]
+        for _ in range(args.rounds):  # interleaved, so every setting sees the same machine load
+            for i, (*_, fn) in enumerate(settings):
+                start = time.perf_counter()
+                fn(paths)
+                times[i].append(time.perf_counter() - start)
+
+    rates = [args.images / min(t) for t in times]
+    print(f"\n{'':44} {'dtype':9} {'batch':>5} {'images/s':>9} {'vs baseline':>11} {'(median)':>9}")
+    for (name, dtype, batch, _), rate, t in zip(settings, rates, times):
+        median = args.images / statistics.median(t)
+        print(f"{name:44} {dtype:9} {batch:>5} {rate:9.2f} {rate / rates[0]:10.2f}x {median:9.2f}")
+
+
+def _runner(detector: NsfwDetector, options: EngineOptions):
+    return lambda few: detector(few, options=options)
 
 
 if __name__ == "__main__":
