@@ -38,7 +38,6 @@ from taglens.images import DecodeOptions  # noqa: E402
 from taglens.nsfw import NsfwDetector  # noqa: E402
 from taglens.testing import write_vit_classifier  # noqa: E402
 
-
 # taglens decodes large JPEGs at a reduced DCT scale by default (docs/decoding.md): faster, and
 # slightly different pixels after the resize. The pipeline always decodes in full.
 FULL_DECODE = DecodeOptions(draft=False)
@@ -85,7 +84,7 @@ def main() -> None:
               f"best of {args.rounds} interleaved rounds")
 
         pipe = pipeline("image-classification", model=str(folder), top_k=None, device=args.device)
-        settings = [("transformers pipeline, one image at a time", "float32", 1, lambda few: [pipe(p) for p in few])]
+        settings = [("transformers pipeline, one image at a time", "float32", 1, _pipeline_runner(pipe))]
         reference = [{d["label"]: d["score"] for d in pipe(p)} for p in paths]
         for dtype in args.dtypes.split(","):
             detector = NsfwDetector.from_pretrained(folder, device=args.device, dtype=dtype)
@@ -115,6 +114,10 @@ def main() -> None:
     for (name, dtype, batch, _), rate, t in zip(settings, rates, times):
         median = args.images / statistics.median(t)
         print(f"{name:44} {dtype:9} {batch:>5} {rate:9.2f} {rate / rates[0]:10.2f}x {median:9.2f}")
+
+
+def _pipeline_runner(pipe):
+    return lambda few: [pipe(p) for p in few]
 
 
 def _runner(detector: NsfwDetector, options: EngineOptions):

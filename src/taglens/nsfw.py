@@ -49,7 +49,9 @@ def parse_labels(value: str | Sequence[str]) -> tuple[str, ...]:
     return labels
 
 
-def match_labels(requested: Sequence[str], labels: Sequence[str], *, model_id: str = "the checkpoint") -> tuple[int, ...]:
+def match_labels(
+    requested: Sequence[str], labels: Sequence[str], *, model_id: str = "the checkpoint"
+) -> tuple[int, ...]:
     """Indices of ``requested`` among ``labels``: an exact name, else a name equal ignoring case
     when exactly one label matches. An unknown name is an `UnknownLabelError` listing the labels."""
     indices = []
@@ -166,7 +168,9 @@ class NsfwDetector:
     def threshold(self) -> float:
         return self._job.threshold
 
-    def job(self, *, positive_label: str | Sequence[str] | None = None, threshold: float | None = None) -> NsfwJob:
+    def job(
+        self, *, positive_label: str | Sequence[str] | None = None, threshold: float | None = None
+    ) -> NsfwJob:
         """The engine job named ``"nsfw"``, with this detector's rule unless overridden here."""
         if positive_label is None and threshold is None:
             return self._job
@@ -175,11 +179,15 @@ class NsfwDetector:
             self.threshold if threshold is None else threshold,
         )
 
-    def __call__(self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None) -> list[Record]:
+    def __call__(
+        self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None
+    ) -> list[Record]:
         """One `Record` per image (paths, bytes, PIL images, arrays), errors as records."""
         return list(self.iter(images, options=options))
 
-    def iter(self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None) -> Iterator[Record]:
+    def iter(
+        self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None
+    ) -> Iterator[Record]:
         """`__call__` as a stream, for inputs too many to hold."""
         sources = [images] if isinstance(images, _SINGLE_SOURCES) else images
         return run(sources, [self._job], options)

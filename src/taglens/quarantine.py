@@ -205,12 +205,13 @@ class Journal:
         op = line["op"]
         if op == "journal":
             if line["version"] > JOURNAL_VERSION:
-                raise QuarantineError(f"{self.path}: written by a newer taglens (journal version {line['version']})")
+                raise QuarantineError(f"{self.path}: written by a newer taglens (version {line['version']})")
             self.token = line["token"]
         elif op == "open":
             pass  # who opened the journal when, for the reader
         elif op == "intent":
-            entry = Entry(int(line["id"]), line["mode"], line["src"], line["dst"], line["tmp"], line.get("sha256"), line)
+            entry = Entry(int(line["id"]), line["mode"], line["src"], line["dst"], line["tmp"],
+                          line.get("sha256"), line)
             if entry.id in self.entries or entry.mode not in ("move", "copy"):
                 raise ValueError(f"duplicate id or unknown mode in intent {entry.id}")
             self.entries[entry.id] = entry
@@ -234,7 +235,9 @@ class Quarantine:
             q.put("photos/a/b.jpg", "a/b.jpg", sha256=record.sha256)
     """
 
-    def __init__(self, folder: str | os.PathLike, *, mode: Mode = "move", journal: str | os.PathLike | None = None):
+    def __init__(
+        self, folder: str | os.PathLike, *, mode: Mode = "move", journal: str | os.PathLike | None = None
+    ):
         if mode not in ("move", "copy"):
             raise ValueError(f"mode must be move or copy, not {mode!r}")
         self.folder = os.path.abspath(os.fspath(folder))
@@ -264,7 +267,9 @@ class Quarantine:
         absolute = os.path.abspath(path)
         return absolute == self.journal.path or absolute.startswith(self.folder + os.sep)
 
-    def put(self, path: str, relative: str, *, sha256: str | None = None, info: dict[str, Any] | None = None) -> Outcome:
+    def put(
+        self, path: str, relative: str, *, sha256: str | None = None, info: dict[str, Any] | None = None
+    ) -> Outcome:
         """Move or copy ``path`` to ``folder/relative`` (or the next free name). Never raises
         for a per-file problem: the `Outcome` says what happened."""
         src = os.path.abspath(path)
@@ -276,7 +281,8 @@ class Quarantine:
         if self.mode == "move" and os.path.islink(src):
             return Outcome(src, None, "failed", "is a symbolic link (moving it would not move the image)")
         if not os.path.isfile(src):
-            return Outcome(src, None, "failed", "no longer exists" if not os.path.lexists(src) else "not a regular file")
+            reason = "no longer exists" if not os.path.lexists(src) else "not a regular file"
+            return Outcome(src, None, "failed", reason)
         if self.mode == "copy":
             earlier = self._earlier_copy(src, sha256)
             if earlier is not None:
@@ -375,13 +381,16 @@ def _undo_one(journal: Journal, entry: Entry) -> Outcome:
             os.unlink(entry.dst)
             fsync_dir(os.path.dirname(entry.dst))
     except FileExistsError:
-        return _settle_undo(journal, entry, failure="the original place was taken meanwhile; left in the quarantine")
+        return _settle_undo(journal, entry, failure=_TAKEN_MEANWHILE)
     except (OSError, Mismatch) as exc:
         return _settle_undo(journal, entry, failure=describe(exc))
     journal.append({"op": "undone", "id": entry.id})
     entry.state = "undone"
     _prune_empty_dirs(os.path.dirname(entry.dst), entry.intent.get("folder"))
     return Outcome(entry.dst, entry.src, "restored" if entry.mode == "move" else "copy removed")
+
+
+_TAKEN_MEANWHILE = "the original place was taken meanwhile; left in the quarantine"
 
 
 def _undo_tmp(entry: Entry, journal: Journal) -> str:
@@ -428,8 +437,8 @@ def _settle_undo(journal: Journal, entry: Entry, *, failure: str | None) -> Outc
     reason = reason or failure or "interrupted before the file went back; still in the quarantine"
     journal.append({"op": "undo-failed", "id": entry.id, "reason": reason})
     entry.state, entry.reason = "done", reason
-    return Outcome(entry.dst, entry.src, "left in place" if failure is None and state == "not started" else "failed",
-                   reason)
+    status = "left in place" if failure is None and state == "not started" else "failed"
+    return Outcome(entry.dst, entry.src, status, reason)
 
 
 def _prune_empty_dirs(folder: str, stop: str | None) -> None:

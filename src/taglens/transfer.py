@@ -85,7 +85,8 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
         except OSError as exc:
             os.unlink(dst)  # identical bytes, just written by us: never leave the file twice
             fsync_dir(os.path.dirname(dst))
-            raise OSError(exc.errno, f"could not delete the original ({exc.strerror}); left in place") from None
+            reason = f"could not delete the original ({exc.strerror}); left in place"
+            raise OSError(exc.errno, reason) from None
         fsync_dir(os.path.dirname(src))
 
 

@@ -329,9 +329,8 @@ def run_child(root: Path, force_copy: bool, kill_at: int | None) -> subprocess.C
 def test_a_stranger_at_the_destination_after_a_crash_is_kept_beside_the_original(tmp_path):
     """Crash just after the intent is journaled; something else then writes a different file
     at the chosen destination. Recovery must keep both and say why."""
-    source, q = tmp_path / "photos", tmp_path / "q"
+    source, q2 = tmp_path / "photos", tmp_path / "q2"
     original = write_images(source, ["a.png"])
-    q2 = tmp_path / "q2"
     with pytest.MonkeyPatch.context() as mp:
         StepCounter(1, lambda what: crash(what) if what == "rename" else None).install(mp.setattr)
         with pytest.raises(Crash):

@@ -54,7 +54,8 @@ class NsfwSummary(Summary):
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
               help="Quarantine journal (default: taglens-journal.jsonl in the --move-to/--copy-to folder).")
 @click.option("--undo", "undo_journal", type=click.Path(exists=True), default=None, metavar="JOURNAL",
-              help="Put back every file a quarantine journal (or folder) moved, remove its copies, then stop.")
+              help="Put back every file a quarantine journal (or its folder) moved, remove its copies, "
+                   "then stop.")
 @output_options(("jsonl", "csv"))
 @runtime_options
 @click.pass_context
@@ -77,7 +78,8 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
     """
     if undo_journal is not None:
         if paths or move_to or copy_to or journal:
-            raise click.UsageError("--undo takes only the journal: no PATH, --move-to, --copy-to or --journal")
+            raise click.UsageError("--undo takes only the journal: no PATH, --move-to, --copy-to or "
+                                   "--journal")
         ctx.exit(_undo(undo_journal, quiet))
     if not paths:
         raise click.UsageError("Missing argument 'PATH...'.")
@@ -162,7 +164,8 @@ def _undo(journal: str, quiet: bool) -> int:
     counts = summarize(outcomes)
     if not quiet:
         if outcomes:
-            click.echo("undo: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), err=True)
+            done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            click.echo(f"undo: {done}", err=True)
         else:
             click.echo("undo: nothing to undo", err=True)
     return 1 if counts.get("failed") else 0

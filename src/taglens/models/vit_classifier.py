@@ -99,7 +99,7 @@ class ImageClassifier:
         except Exception as exc:
             raise CheckpointError(f"{resolved.model_id}: unreadable config.json ({exc})") from None
         if not getattr(config, "id2label", None):
-            raise CheckpointError(f"{resolved.model_id}: config.json has no id2label; not an image classifier")
+            raise CheckpointError(f"{resolved.model_id}: config.json has no id2label; not a classifier")
         transform = HfImageTransform.from_pretrained(resolved.folder)
         try:
             with _quiet_transformers():
@@ -107,10 +107,13 @@ class ImageClassifier:
                     resolved.folder, config=config, use_safetensors=True, output_loading_info=True
                 )
         except ValueError as exc:  # "Unrecognized configuration class ..." for a non-classifier
-            raise CheckpointError(f"{resolved.model_id}: not a transformers image classifier ({exc})") from None
+            raise CheckpointError(
+                f"{resolved.model_id}: not a transformers image classifier ({exc})"
+            ) from None
         # transformers fills weights the checkpoint lacks (e.g. the head of a CLIP checkpoint
         # loaded as a classifier) with random values: refuse instead of inventing scores.
-        missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+        missing = sorted(info.get("missing_keys") or [])
+        missing += sorted(str(k) for k in info.get("mismatched_keys") or [])
         if missing:
             raise CheckpointError(
                 f"{resolved.model_id}: not a complete image-classifier checkpoint; weights missing or of the "
