@@ -214,12 +214,13 @@ def sincos_positions(height: int, width: int, dim: int, device: torch.device, dt
     in float32 and then cast, as the reference does.
     """
     quarter = dim // 4
-    omega = torch.arange(quarter, device=device, dtype=torch.float32) / (quarter - 1)
-    omega = 1.0 / (10000 ** omega)
-    y, x = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    y = y.flatten()[:, None] * omega[None, :]  # (T, dim/4)
-    x = x.flatten()[:, None] * omega[None, :]
-    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).to(dtype)
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, safe to cache and share
+        omega = torch.arange(quarter, device=device, dtype=torch.float32) / (quarter - 1)
+        omega = 1.0 / (10000 ** omega)
+        y, x = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+        y = y.flatten()[:, None] * omega[None, :]  # (T, dim/4)
+        x = x.flatten()[:, None] * omega[None, :]
+        return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).to(dtype)
 
 
 class LayerScale(nn.Module):
