@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,9 @@ from taglens.images import ImageSource
 from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, load_model, load_tags
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
+
+if TYPE_CHECKING:
+    from taglens.runtime import Placement
 
 DEFAULT_THRESHOLD = 0.4
 
@@ -78,6 +81,9 @@ class TagSelection:
         if exclude_file is not None:
             names.update(read_tag_list(exclude_file))
         return cls(threshold=threshold, thresholds=thresholds, top_k=top_k, exclude=frozenset(names))
+
+    def __hash__(self) -> int:
+        return hash((self.threshold, tuple(sorted(self.thresholds.items())), self.top_k, self.exclude))
 
     def resolve(self, tags: Sequence[str]) -> ResolvedSelection:
         """Bind the names to a model's tag list; unknown names raise `TagSelectionError`."""
@@ -199,7 +205,7 @@ class Tagger:
     Loading is the expensive part; the tagger is then shared by every job made from it.
     """
 
-    def __init__(self, model: JoyTag, tags: Sequence[str], *, placement: Any, model_id: str, revision: str):
+    def __init__(self, model: JoyTag, tags: Sequence[str], *, placement: Placement, model_id: str, revision: str):
         if len(tags) != model.config.n_tags:
             raise ValueError(f"{len(tags)} tag names for a model with {model.config.n_tags} outputs")
         import torch

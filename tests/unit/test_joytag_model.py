@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -312,3 +313,46 @@ def test_half_precision_weights_load_as_float32(folder):
     model = load_model(folder)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     torch.testing.assert_close(model.head.weight, state["head.weight"].half().float())
+
+
+# ----------------------------------------------------------------------------- other ViT variants
+
+
+def test_patch_conv_learned_positions_and_head_mean_after():
+    """config.json switches the reference's ViT also has: no cnn_stem (a patch conv), learned
+    positions (use_sine false, with a position_ids buffer in the checkpoint), head before mean."""
+    config = JoyTagConfig.from_dict(dict(PRESETS["tiny"], cnn_stem=None, use_sine=False, head_mean_after=True))
+    shapes = expected_shapes(config)
+    assert shapes["patch_embeddings.weight"] == (32, 3, 16, 16) and shapes["pos_embedding.embedding.weight"] == (16, 32)
+    torch.manual_seed(0)
+    model = JoyTag(config).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model.forward_intermediates(x)
+        patches = F.conv2d(x, model.patch_embeddings.weight, model.patch_embeddings.bias, stride=16)
+        torch.testing.assert_close(out["tokens"], patches.flatten(2).transpose(1, 2) + model.pos_embedding.embedding.weight)
+        torch.testing.assert_close(out["logits"], model.head(out["final_norm"]).mean(dim=1))
+        torch.testing.assert_close(out["pooled"], out["final_norm"].mean(dim=1))
+    state = dict(model.state_dict(), **{"pos_embedding.position_ids": torch.arange(16)})
+    assert set(checkpoint_filter(state, config)) == set(shapes)
+
+
+def test_batch_norm_and_gelu_stem_layers():
+    config = JoyTagConfig.from_dict(dict(PRESETS["tiny"], cnn_stem="conv:c=8;bn;gelu;conv:c=32,k=8,s=8,p=0"))
+    assert {"patch_embeddings.conv.1.running_mean", "patch_embeddings.conv.1.num_batches_tracked"} <= set(
+        expected_shapes(config))
+    model = JoyTag(config).eval()
+    with torch.no_grad():
+        stem = model.forward_intermediates(torch.randn(1, 3, 64, 64))["stem"]
+    assert stem.shape == (1, 32, 4, 4)
+
+
+def test_positions_are_the_sin_cos_layout():
+    """Quarters: sin(x w), cos(x w), sin(y w), cos(y w); w_i = 10000 ** -(i / (d/4 - 1)); row-major."""
+    from taglens.models.joytag import sincos_positions
+
+    pos = sincos_positions(3, 5, 8, torch.device("cpu"), torch.float32).double()
+    w = 10000.0 ** -(torch.arange(2, dtype=torch.float64) / 1)
+    token = 2 * 5 + 3  # row y=2, column x=3
+    expected = torch.cat([(3 * w).sin(), (3 * w).cos(), (2 * w).sin(), (2 * w).cos()])
+    torch.testing.assert_close(pos[token], expected, rtol=0, atol=1e-6)

@@ -127,3 +127,9 @@ def test_from_files_combines_everything(tmp_path):
                                         exclude=["^_^"], exclude_file=tmp_path / "x.txt")
     assert selection == TagSelection(0.5, {"cat": 0.05}, 3, frozenset({"^_^", "smile"}))
     assert [t for t, _ in kept(selection, [0.6, 0.9, 0.1, 0.9, 0.7])] == ["photoshop_(medium)", "long_hair", "cat"]
+
+
+def test_selections_compare_and_hash_by_value():
+    a = TagSelection(0.3, {"cat": 0.1, "smile": 0.2}, 5, frozenset({"^_^"}))
+    b = TagSelection(0.3, {"smile": 0.2, "cat": 0.1}, 5, frozenset({"^_^"}))
+    assert a == b and hash(a) == hash(b) and a != TagSelection(0.3)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -422,7 +421,3 @@ def load_model(folder: str | Path, config: JoyTagConfig | None = None) -> JoyTag
         model = JoyTag(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
-
-
-def param_count(config: JoyTagConfig) -> int:
-    return sum(math.prod(s) for s in expected_shapes(config).values())
