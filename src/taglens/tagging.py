@@ -17,20 +17,20 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import TagSelectionError
+from taglens.hub import resolve_model
 from taglens.images import ImageSource
 from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, load_model, load_tags
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
-
-if TYPE_CHECKING:
-    from taglens.runtime import Placement
+from taglens.runtime import Placement
 
 DEFAULT_THRESHOLD = 0.4
 
@@ -208,8 +208,6 @@ class Tagger:
     def __init__(self, model: JoyTag, tags: Sequence[str], *, placement: Placement, model_id: str, revision: str):
         if len(tags) != model.config.n_tags:
             raise ValueError(f"{len(tags)} tag names for a model with {model.config.n_tags} outputs")
-        import torch
-
         self.placement = placement
         # channels_last lets oneDNN / cuDNN run the stem's convolutions in their fast layout
         # (same numbers; about 1.3x faster stem in float32, 1.8x in bfloat16 on CPU).
@@ -231,9 +229,6 @@ class Tagger:
         """Load a hub id (default ``fancyfeast/joytag``) or a folder holding ``config.json``,
         ``model.safetensors`` and ``top_tags.txt``. ``device``: auto, cpu, cuda, cuda:N;
         ``dtype``: float32, bfloat16, float16."""
-        from taglens.hub import resolve_model
-        from taglens.runtime import Placement
-
         placement = Placement.resolve(device, dtype)
         resolved = resolve_model(model, revision)
         config = JoyTagConfig.from_file(resolved.folder / CONFIG_FILE)
@@ -243,8 +238,6 @@ class Tagger:
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) float32 preprocessed pixels -> (B, n_tags) float32 sigmoid scores."""
-        import torch
-
         with torch.inference_mode():
             logits = self.model(self.placement.batch(pixels)).float()
             return torch.sigmoid(logits).cpu().numpy()

@@ -222,3 +222,10 @@ def test_unwritable_captions_fail_the_run(checkpoints, images, monkeypatch):
 def test_help_has_an_example():
     result = CliRunner().invoke(cli, ["tag", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "taglens tag photos/" in result.output
+
+
+def test_default_model_is_the_hub_id():
+    from taglens.cli.tag import DEFAULT_MODEL
+    from taglens.models.joytag import HUB_ID
+
+    assert DEFAULT_MODEL == HUB_ID == "fancyfeast/joytag"

@@ -168,8 +168,10 @@ def test_bad_image_gives_an_error_record_not_an_exception():
     assert records[1].error is None and records[1].tags
 
 
-def test_bfloat16_runs_and_stays_close():
-    tagger = Tagger.from_pretrained(JOYTAG_TINY, device="cpu", dtype="bfloat16")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_lower_precision_runs_and_stays_close(dtype):
+    tagger = Tagger.from_pretrained(JOYTAG_TINY, device="cpu", dtype=dtype)
+    assert tagger.model.head.weight.dtype == getattr(torch, dtype)
     record = tagger(JOYTAG_TINY / "photo_70x50.png", threshold=0.0)[0]
     expected = dict(zip(load_tags(JOYTAG_TINY), BY_ID["photo_70x50"]["scores"]))
     assert max(abs(t.score - expected[t.tag]) for t in record.tags) < 0.05
