@@ -11,6 +11,7 @@ from taglens.errors import (
     CheckpointError,
     ImageDecodeError,
     ModelNotFoundError,
+    TagSelectionError,
     TaglensError,
     UnsafeCheckpointError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DecodedImage",
     "ImageDecodeError",
     "ModelNotFoundError",
+    "TagSelectionError",
     "TaglensError",
     "UnsafeCheckpointError",
     "decode",

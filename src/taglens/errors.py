@@ -36,6 +36,15 @@ class CheckpointError(TaglensError):
     """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""
 
 
+class TagSelectionError(TaglensError):
+    """A tag selection is malformed (a threshold outside [0, 1], an unreadable thresholds or
+    exclude file) or names tags the model does not have."""
+
+
+class CaptionError(TaglensError):
+    """A caption file could not be written (or read, to append to); the old one is intact."""
+
+
 class UnknownLabelError(TaglensError, ValueError):
     """A label asked for (e.g. ``--positive-label``) is not one of the checkpoint's labels."""
 

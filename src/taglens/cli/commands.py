@@ -6,9 +6,10 @@ import click
 
 from taglens.cli.nsfw import nsfw
 from taglens.cli.pending import pending_command
+from taglens.cli.tag import tag
 
 COMMANDS: list[click.Command] = [
-    pending_command("tag", "Tag images with JoyTag (5813 Danbooru-style tags)."),
+    tag,
     pending_command("classify", "Zero-shot classify images against free-text labels with SigLIP or CLIP."),
     pending_command("embed", "Write SigLIP/CLIP image or text embeddings."),
     nsfw,

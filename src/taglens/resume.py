@@ -1,0 +1,78 @@
+"""Resuming an interrupted run: which inputs an output file already holds, and how to append.
+
+A run killed mid-write may leave a partial last line; `open_for_append` cuts the file back to its
+last complete line before appending, so the resumed output holds every image exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+from taglens.errors import TaglensError
+
+RESUMABLE_FORMATS = ("jsonl", "csv")
+
+
+def completed_paths(path: str | os.PathLike, fmt: str) -> set[str]:
+    """The ``path`` of every complete record in an existing JSONL or CSV output (empty if none)."""
+    target = Path(path)
+    if not target.exists():
+        return set()
+    _truncate_partial_line(target)
+    done: set[str] = set()
+    with open(target, encoding="utf-8", newline="") as f:
+        if fmt == "jsonl":
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    done.add(json.loads(line)["path"])
+                except (ValueError, KeyError, TypeError):
+                    raise TaglensError(f"{target}:{number}: not a taglens JSONL record; refusing to resume into it") from None
+        elif fmt == "csv":
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                if reader.fieldnames is None:
+                    return done
+                raise TaglensError(f"{target}: no 'path' column; refusing to resume into it")
+            done.update(row["path"] for row in reader)
+        else:
+            raise TaglensError(f"--resume works with {' or '.join(RESUMABLE_FORMATS)} output, not {fmt}")
+    return done
+
+
+def open_for_append(path: str | os.PathLike) -> IO[str]:
+    """Open an output for appending after cutting any partial last line."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        _truncate_partial_line(target)
+    return open(target, "a", encoding="utf-8", newline="")
+
+
+def _truncate_partial_line(target: Path) -> None:
+    with open(target, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Walk back to the last newline (or the start) and cut there.
+        position = size
+        chunk = 1 << 16
+        while position > 0:
+            start = max(0, position - chunk)
+            f.seek(start)
+            data = f.read(position - start)
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            position = start
+        f.truncate(0)
