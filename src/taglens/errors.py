@@ -34,3 +34,12 @@ class UnsafeCheckpointError(TaglensError):
 
 class CheckpointError(TaglensError):
     """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""
+
+
+class LabelsError(TaglensError, ValueError):
+    """Zero-shot labels or templates that cannot be used (none given, empty, or a template
+    without its ``{}`` placeholder)."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A text was longer than the model's text length and was cut to fit; the message names it."""

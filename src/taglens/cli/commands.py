@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from taglens.cli.classify import classify
+from taglens.cli.embed import embed
 from taglens.cli.pending import pending_command
 
 COMMANDS: list[click.Command] = [
     pending_command("tag", "Tag images with JoyTag (5813 Danbooru-style tags)."),
-    pending_command("classify", "Zero-shot classify images against free-text labels with SigLIP or CLIP."),
-    pending_command("embed", "Write SigLIP/CLIP image or text embeddings."),
+    classify,
+    embed,
     pending_command("nsfw", "Score images with an NSFW classifier; optionally quarantine flagged files."),
     pending_command("analyze", "Run several jobs (tag, classify, nsfw, embed) in one pass."),
     pending_command("index", "Index folders into the library (incremental)."),
