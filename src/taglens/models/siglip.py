@@ -49,7 +49,7 @@ TEXT_BATCH_SIZE = 64
 Kind = Literal["siglip", "clip"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageTextModel:
     """A loaded SigLIP or CLIP checkpoint: both towers, its image recipe and its tokenizer."""
 
