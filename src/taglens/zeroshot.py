@@ -180,9 +180,10 @@ class Embedder:
         return ImageTextJob(self.model, labels, table, embedding=embedding, threshold=threshold, top_k=top_k)
 
     def records(self, images: Iterable[ImageSource], *, options: EngineOptions | None = None,
-                **job: Any) -> Iterator[Record]:
-        """One `Record` per image, in order (errors as records): ``job`` takes `job`'s arguments."""
-        return run(images, [self.job(**job)], options)
+                **job_options: Any) -> Iterator[Record]:
+        """One `Record` per image, in order, errors as records; ``job_options`` are `job`'s
+        arguments (default: embeddings only)."""
+        return run(images, [self.job(**job_options)], options)
 
 
 class ImageTextJob:

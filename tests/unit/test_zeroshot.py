@@ -206,3 +206,13 @@ def test_default_template_is_the_pipelines():
 
     default = inspect.signature(ZeroShotImageClassificationPipeline.preprocess).parameters["hypothesis_template"]
     assert default.default == DEFAULT_TEMPLATE
+
+
+def test_records_streams_labels_and_embeddings(embedders):
+    embedder = embedders["siglip64"]
+    records = list(embedder.records(IMAGES[:3], labels=["a cat", "a dog"], embedding=True, top_k=1,
+                                    options=EngineOptions(batch_size=2)))
+    assert [len(r.labels) for r in records] == [1, 1, 1]
+    assert np.abs(np.stack([r.embedding for r in records]) - embedder.embed_images(IMAGES[:3])).max() < 1e-6
+    plain = list(embedder.records(IMAGES[:1]))
+    assert plain[0].labels is None and plain[0].embedding.shape == (embedder.dim,)
