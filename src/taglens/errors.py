@@ -52,3 +52,12 @@ class UnknownLabelError(TaglensError, ValueError):
 class QuarantineError(TaglensError):
     """The quarantine cannot start or go on: its journal is locked, unreadable or inconsistent,
     or its folder overlaps the inputs. Per-file problems are reported, not raised."""
+
+
+class LabelsError(TaglensError, ValueError):
+    """Zero-shot labels or templates that cannot be used (none given, empty, or a template
+    without its ``{}`` placeholder)."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A text was longer than the model's text length and was cut to fit; the message names it."""

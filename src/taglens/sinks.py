@@ -1,4 +1,5 @@
-"""Where records go: JSON lines or CSV, to stdout or to a file that appears only when complete.
+"""Where records go: JSON lines or CSV, to stdout or to a file that appears only when complete;
+embeddings also as Parquet (`ParquetSink`) or a ``.npy`` matrix with its paths (`NpySink`).
 
 A file output is written to a temporary name beside the target and renamed at the end, so a
 killed run never leaves a half-written file under the real name.
@@ -15,6 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Protocol
+
+import numpy as np
 
 from taglens.records import Record
 
@@ -124,3 +127,152 @@ def text_for(record: Record) -> str:
     if record.nsfw is not None:
         buf.write(f"\t{record.nsfw.label} ({record.nsfw.score:.3f})")
     return buf.getvalue()
+
+
+class ParquetSink:
+    """Embeddings as Parquet: a key column (``path``, or ``text`` for text embeddings), an
+    ``embedding`` column of type ``fixed_size_list<float32>[dim]`` (null for failed images) and
+    an ``error`` column (null on success). ``metadata`` (e.g. the model id and revision) goes
+    into the file's schema metadata.
+
+    Rows are written in row groups of ``row_group_size`` to a temporary file beside ``path``;
+    `commit` renames it into place, `discard` deletes it, so a killed run leaves no half file.
+    """
+
+    def __init__(self, path: str | os.PathLike, dim: int, *, key: str = "path",
+                 metadata: dict[str, str] | None = None, row_group_size: int = 4096):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.dim = dim
+        self.key = key
+        self.row_group_size = row_group_size
+        self.schema = pa.schema(
+            [(key, pa.string()), ("embedding", pa.list_(pa.float32(), dim)), ("error", pa.string())],
+            metadata={k: str(v) for k, v in (metadata or {}).items()},
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.rows = 0
+        self._keys: list[str] = []
+        self._vectors: list[np.ndarray | None] = []
+        self._errors: list[str | None] = []
+
+    def write(self, record: Record) -> None:
+        self.write_row(record.path, None if record.error else record.embedding, record.error)
+
+    def write_row(self, key: str, embedding: np.ndarray | None, error: str | None = None) -> None:
+        if embedding is not None and np.shape(embedding) != (self.dim,):
+            raise ValueError(f"embedding of shape {np.shape(embedding)} for {key!r}; this file holds ({self.dim},)")
+        self._keys.append(key)
+        self._vectors.append(embedding)
+        self._errors.append(error)
+        if len(self._keys) >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._keys:
+            return
+        missing = np.array([v is None for v in self._vectors])
+        values = np.zeros((len(self._vectors), self.dim), np.float32)
+        for i, vector in enumerate(self._vectors):
+            if vector is not None:
+                values[i] = vector
+        embedding = pa.FixedSizeListArray.from_arrays(
+            pa.array(values.reshape(-1)), self.dim, mask=pa.array(missing) if missing.any() else None
+        )
+        table = pa.Table.from_arrays([pa.array(self._keys, pa.string()), embedding, pa.array(self._errors, pa.string())],
+                                     schema=self.schema)
+        self.writer.write_table(table)
+        self.rows += len(self._keys)
+        self._keys, self._vectors, self._errors = [], [], []
+
+    def close(self) -> None:
+        """Write what is buffered and close the temporary file (`commit` makes it visible)."""
+        if self.writer is not None:
+            self._flush()
+            self.writer.close()
+            self.writer = None
+
+    def commit(self) -> None:
+        self.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class NpySink:
+    """Embeddings as a ``.npy`` float32 matrix, one row per embedded image in input order, and
+    the matching paths, one per line, in ``<name>.paths.txt`` beside it (``emb.npy`` ->
+    ``emb.paths.txt``). Failed images get no row (they are reported as errors; Parquet keeps
+    them). Rows are spooled to a temporary file; `commit` writes both files atomically."""
+
+    def __init__(self, path: str | os.PathLike, dim: int, *, keys_suffix: str | None = ".paths.txt"):
+        self.path = Path(path)
+        self.dim = dim
+        self.keys_path = self.path.with_suffix(keys_suffix) if keys_suffix else None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.spool = tempfile.TemporaryFile(dir=self.path.parent)
+        self.keys: list[str] = []
+
+    def write(self, record: Record) -> None:
+        if record.error is None and record.embedding is not None:
+            self.write_row(record.path, record.embedding)
+
+    def write_row(self, key: str, embedding: np.ndarray | None, error: str | None = None) -> None:
+        if embedding is None:
+            return
+        vector = np.asarray(embedding, np.float32)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"embedding of shape {vector.shape} for {key!r}; this file holds ({self.dim},)")
+        self.spool.write(vector.tobytes())
+        self.keys.append(key)
+
+    def close(self) -> None:
+        self.spool.flush()
+
+    def commit(self) -> None:
+        self.spool.seek(0)
+        matrix = np.frombuffer(self.spool.read(), np.float32).reshape(len(self.keys), self.dim)
+        self.spool.close()
+        out = AtomicBinaryFile(self.path)
+        np.save(out.stream, matrix)
+        if self.keys_path is not None:
+            keys = AtomicTextFile(self.keys_path)
+            keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
+            keys.commit()
+        out.commit()
+
+    def discard(self) -> None:
+        self.spool.close()
+
+
+class AtomicBinaryFile:
+    """A binary file written under a temporary name and renamed over ``path`` by `commit`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self.tmp = Path(tmp)
+        self.stream: IO[bytes] = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.stream.close()
+        self.tmp.unlink(missing_ok=True)

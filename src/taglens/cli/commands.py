@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
+from taglens.cli.classify import classify
+from taglens.cli.embed import embed
 from taglens.cli.nsfw import nsfw
 from taglens.cli.pending import pending_command
 from taglens.cli.tag import tag
 
 COMMANDS: list[click.Command] = [
     tag,
-    pending_command("classify", "Zero-shot classify images against free-text labels with SigLIP or CLIP."),
-    pending_command("embed", "Write SigLIP/CLIP image or text embeddings."),
+    classify,
+    embed,
     nsfw,
     pending_command("analyze", "Run several jobs (tag, classify, nsfw, embed) in one pass."),
     pending_command("index", "Index folders into the library (incremental)."),
