@@ -34,3 +34,12 @@ class UnsafeCheckpointError(TaglensError):
 
 class CheckpointError(TaglensError):
     """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""
+
+
+class LibraryError(TaglensError):
+    """The library (its database or vector index) cannot do what was asked, e.g. search before
+    anything was indexed, or a query naming an image that cannot be read."""
+
+
+class LibraryVersionError(LibraryError):
+    """The library database was written by a newer taglens (a schema version this one does not know)."""
