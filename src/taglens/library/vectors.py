@@ -102,11 +102,18 @@ class HnswIndex:
         k = min(k, len(self.keys))
         self.index.expansion_search = max(HNSW_EXPANSION_SEARCH, k)
         matches = self.index.search(queries, k)
-        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
-        cos = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
-        counts = np.asarray(matches.counts).reshape(-1)
-        for i, n in enumerate(counts):
-            keys[i, n:], cos[i, n:] = -1, -np.inf
+        keys = np.full((len(queries), k), -1, np.int64)
+        cos = np.full((len(queries), k), -np.inf, np.float32)
+        if len(queries) == 1:  # usearch answers one query with a trimmed 1-D match list
+            found = np.asarray(matches.keys).reshape(-1)[:k]
+            keys[0, :len(found)] = found
+            cos[0, :len(found)] = 1.0 - np.asarray(matches.distances, np.float32).reshape(-1)[:len(found)]
+        else:
+            all_keys = np.asarray(matches.keys).reshape(len(queries), -1)
+            all_distances = np.asarray(matches.distances, np.float32).reshape(len(queries), -1)
+            for i, n in enumerate(np.asarray(matches.counts).reshape(-1)):
+                keys[i, :n] = all_keys[i, :n]
+                cos[i, :n] = 1.0 - all_distances[i, :n]
         return keys, cos
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ def embed_pixels(pixels: np.ndarray) -> np.ndarray:
 def tags_for(pixels: np.ndarray) -> tuple[TagScore, ...]:
     r, g, b = (float(pixels[c].mean()) for c in range(3))
     scores = {"reddish": r, "greenish": g, "blueish": b, "bright": float(pixels.mean())}
-    return tuple(sorted((TagScore(k, v) for k, v in scores.items() if v > 0.4), key=lambda t: -t.score))
+    return tuple(sorted((TagScore(k, v) for k, v in scores.items() if v > 0.5), key=lambda t: -t.score))
 
 
 def nsfw_for(pixels: np.ndarray) -> NsfwResult:
