@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
+from taglens.cli.duplicates import duplicates
+from taglens.cli.index import index
+from taglens.cli.library import library
 from taglens.cli.pending import pending_command
+from taglens.cli.search import search
 
 COMMANDS: list[click.Command] = [
     pending_command("tag", "Tag images with JoyTag (5813 Danbooru-style tags)."),
@@ -12,8 +16,9 @@ COMMANDS: list[click.Command] = [
     pending_command("embed", "Write SigLIP/CLIP image or text embeddings."),
     pending_command("nsfw", "Score images with an NSFW classifier; optionally quarantine flagged files."),
     pending_command("analyze", "Run several jobs (tag, classify, nsfw, embed) in one pass."),
-    pending_command("index", "Index folders into the library (incremental)."),
-    pending_command("search", "Search the library by text, by image, by tag or NSFW score."),
-    pending_command("duplicates", "Find near-duplicate images in the library."),
+    index,
+    search,
+    duplicates,
+    library,
     pending_command("serve", "Serve the HTTP API and web page."),
 ]
