@@ -198,6 +198,9 @@ class Library:
         if unknown:
             raise LibraryError(f"unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(db.TASKS)}")
         roots = scan.normalise_roots(paths)
+        for root in roots:  # a missing root (an unmounted drive) must not read as "every file deleted"
+            if not os.path.exists(root):
+                raise LibraryError(f"{root}: no such file or folder")
         with db.transaction(self.conn):
             model_ids = {task: db.model_row(self.conn, task, *source.identity())["id"]
                          for task, source in sources.items()}

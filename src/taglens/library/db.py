@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -59,8 +59,9 @@ MIGRATIONS: list[Migration] = [
             created_at REAL NOT NULL,
             last_used_at REAL NOT NULL,
             UNIQUE (task, model_id, revision))""",
+        # AUTOINCREMENT: a content id is never reused, so a vector index key always means one image
         """CREATE TABLE contents (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             sha256 TEXT NOT NULL UNIQUE,
             width INTEGER NOT NULL,
             height INTEGER NOT NULL)""",

@@ -14,7 +14,7 @@ from taglens.engine import EngineOptions
 from taglens.library import LazyModel, Library, db, scan
 
 from .conftest import make_photos, picture
-from .fakes import FakeJob, fake_models
+from .fakes import fake_models
 
 OPTIONS = EngineOptions(batch_size=2, workers=2)
 
@@ -151,7 +151,6 @@ def test_identical_copies_in_one_run_are_computed_once(lib, tmp_path, models, co
 def test_a_new_embedding_model_re_embeds_only(lib, photos, models, counters):
     sources, jobs = models
     lib.index([photos], sources, options=OPTIONS)
-    new_embed = FakeJob("embed", "fake/model", "r2")
     mixed = [s for s in sources if s.task != "embed"] + [fake_models(revision="r2", tasks=("embed",))[0][0]]
     new_embed = mixed[-1].job()
     reset_calls(jobs)
@@ -226,3 +225,27 @@ def test_library_open_refuses_a_newer_database(tmp_path):
 
     with pytest.raises(LibraryVersionError, match="newer"):
         Library.open(tmp_path / "lib")
+
+
+def test_a_missing_root_is_refused_not_read_as_deleted(lib, photos, models, tmp_path):
+    from taglens.errors import LibraryError
+
+    sources, _ = models
+    lib.index([photos], sources, options=OPTIONS)
+    moved = tmp_path / "unmounted"
+    photos.rename(moved)
+    with pytest.raises(LibraryError, match="no such file or folder"):
+        lib.index([photos], sources, options=OPTIONS)
+    assert len(rows(lib)) == 6
+
+
+def test_content_ids_are_never_reused(lib, photos, models):
+    sources, _ = models
+    lib.index([photos], sources, options=OPTIONS)
+    top = max(r["content"] for r in rows(lib).values())
+    newest = max(rows(lib).values(), key=lambda r: r["content"])["path"]
+    os.unlink(newest)
+    lib.index([photos], sources, options=OPTIONS)
+    make_photos(photos, 1, start=300)
+    lib.index([photos], sources, options=OPTIONS)
+    assert rows(lib)[str(photos / "img300.png")]["content"] > top
