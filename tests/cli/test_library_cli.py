@@ -132,3 +132,11 @@ def test_new_photos_need_no_flag_to_search(env):
     invoke("index", env["photos"])
     result = invoke("search", "--image", env["photos"] / "img040.png", "--format", "paths", "--limit", 1)
     assert result.output.split() == [str(env["photos"] / "img040.png")]
+
+
+def test_index_keeps_the_librarys_checkpoint_without_a_flag(env):
+    invoke("index", env["photos"], "--siglip", "my/siglip", "--tagger", "my/tagger")
+    # the fakes name their models fake/model-<task>; the library now reports those as current
+    invoke("index", env["photos"])
+    w = env["loaded_with"]
+    assert (w["siglip"], w["tagger"], w["nsfw_model"]) == ("fake/model-embed", "fake/model-tag", "fake/model-nsfw")

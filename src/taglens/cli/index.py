@@ -27,18 +27,22 @@ def _tasks(value: str) -> tuple[str, ...]:
 @library_option
 @click.option("--tasks", default="tag,nsfw,embed", show_default=True,
               help="Which results to keep: any of tag, nsfw, embed (search needs embed).")
-@click.option("--tagger", default="fancyfeast/joytag", show_default=True, help="JoyTag-format checkpoint (hub id or folder).")
-@click.option("--siglip", default="google/siglip-so400m-patch14-224", show_default=True,
-              help="SigLIP or CLIP checkpoint for embeddings (hub id or folder).")
-@click.option("--nsfw-model", default="Falconsai/nsfw_image_detection", show_default=True,
-              help="Image classifier for NSFW scores (hub id or folder).")
+@click.option("--tagger", default=None,
+              help="JoyTag-format checkpoint, hub id or folder (default: the library's current one, else "
+                   "fancyfeast/joytag).")
+@click.option("--siglip", default=None,
+              help="SigLIP or CLIP checkpoint for embeddings (default: the library's current one, else "
+                   "google/siglip-so400m-patch14-224).")
+@click.option("--nsfw-model", default=None,
+              help="Image classifier for NSFW scores (default: the library's current one, else "
+                   "Falconsai/nsfw_image_detection).")
 @click.option("--tag-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True,
               help="Keep tags scoring above this.")
 @click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
 @runtime_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
-def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, tasks: str, tagger: str, siglip: str,
-          nsfw_model: str, tag_threshold: float, retry_errors: bool, device: str, dtype: str, quiet: bool,
+def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, tasks: str, tagger: str | None,
+          siglip: str | None, nsfw_model: str | None, tag_threshold: float, retry_errors: bool, device: str, dtype: str, quiet: bool,
           **runtime) -> None:
     """Index images under PATH... into the library, computing only what is new or changed.
 
@@ -56,12 +60,9 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
     from tqdm import tqdm
 
     from taglens.cli.runner import engine_options
-    from taglens.library.models import load_models
+    from taglens.library import models as library_models
 
     chosen = _tasks(tasks)
-    sources = load_models(tagger=tagger if "tag" in chosen else None, siglip=siglip if "embed" in chosen else None,
-                          nsfw_model=nsfw_model if "nsfw" in chosen else None, device=device, dtype=dtype,
-                          tag_threshold=tag_threshold)
     options = engine_options(**runtime)
     # counts only images that go through the models; unchanged ones are not worth a tick
     bar = tqdm(unit="img", desc="computing", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
@@ -74,6 +75,15 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
 
     try:
         with open_library(library_dir) as lib:
+            # without a flag, keep the checkpoint the library already uses (switching re-embeds everything)
+            current = lib.current_models()
+            picked = {task: flag or current.get(task) or default for task, flag, default in (
+                ("tag", tagger, library_models.DEFAULT_TAGGER), ("embed", siglip, library_models.DEFAULT_SIGLIP),
+                ("nsfw", nsfw_model, library_models.DEFAULT_NSFW))}
+            sources = library_models.load_models(
+                tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
+                nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
+                tag_threshold=tag_threshold)
             report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
                                on_record=on_record)
     finally:

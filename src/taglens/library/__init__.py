@@ -290,6 +290,10 @@ class Library:
         if vectors.freshness(self.conn, self.vectors_folder, row, self.exact_limit) != "fresh":
             vectors.open_index(self.conn, self.vectors_folder, row, exact_limit=self.exact_limit)
 
+    def current_models(self) -> dict[str, str]:
+        """task -> model id of the checkpoint last used for it (what ``taglens index`` keeps by default)."""
+        return {task: row["model_id"] for task in db.TASKS if (row := db.current_model(self.conn, task))}
+
     # ---- search ---------------------------------------------------------------------------------
 
     def embed_model(self) -> db.ModelRow:
