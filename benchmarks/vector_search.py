@@ -35,10 +35,15 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def unit_rows(rng: np.random.Generator, n: int, dim: int, dtype=np.float16, chunk: int = 50_000) -> np.ndarray:
+def unit_rows(rng: np.random.Generator, n: int, dim: int, dtype=np.float16, chunk: int = 50_000,
+              centres: np.ndarray | None = None) -> np.ndarray:
+    """Random unit rows; with ``centres``, each row is a random centre plus isotropic noise of the
+    same norm (cosine about 0.7 to its centre, 0.5 to its cluster-mates, 0 to other clusters)."""
     out = np.empty((n, dim), dtype)
     for s in range(0, n, chunk):
         x = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
+        if centres is not None:
+            x = x / np.sqrt(dim) + centres[rng.integers(0, len(centres), len(x))]
         out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -83,6 +88,9 @@ def main() -> None:
     ap.add_argument("--ef", default="64,256,1024,4096", help="HNSW expansion_search values")
     ap.add_argument("--compare-n", type=int, default=50_000, help="size of the usearch vs faiss comparison (0: skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--clusters", type=int, default=0,
+                    help="0: pure random vectors (the goal's data); N: N random cluster centres plus noise, "
+                         "a crude stand-in for real embeddings, which have structure")
     args = ap.parse_args()
 
     from usearch.index import Index, search as usearch_search
@@ -91,9 +99,11 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     t = time.perf_counter()
-    data = unit_rows(rng, args.n, args.dim)
-    queries = unit_rows(rng, args.queries, args.dim, np.float32)
-    print(f"# {args.n} x {args.dim} random unit vectors (float16), {args.queries} random unit queries, "
+    centres = unit_rows(rng, args.clusters, args.dim, np.float32) if args.clusters else None
+    data = unit_rows(rng, args.n, args.dim, centres=centres)
+    queries = unit_rows(rng, args.queries, args.dim, np.float32, centres=centres)
+    kind = f"clustered ({args.clusters} centres)" if args.clusters else "random"
+    print(f"# {args.n} x {args.dim} {kind} unit vectors (float16), {args.queries} {kind} unit queries, "
           f"top-{args.k}, {os.cpu_count()} CPUs; generated in {time.perf_counter() - t:.1f} s", flush=True)
     rows = []
 
