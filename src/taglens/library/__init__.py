@@ -16,7 +16,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,14 @@ import numpy as np
 from taglens.engine import EngineOptions, run
 from taglens.errors import LibraryError
 from taglens.images import ImageSource
-from taglens.library import db, scan, vectors
+from taglens.library import db, scan, upkeep, vectors
 from taglens.library import duplicates as dup
 from taglens.library import search as ranking
 from taglens.library.models import LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded
-from taglens.records import NsfwResult, Record, TagScore
+from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
+from taglens.records import Record
 
-DB_NAME = "library.db"
+DB_NAME = db.FILE_NAME
 ENV_VAR = "TAGLENS_LIBRARY"
 
 __all__ = [
@@ -50,79 +50,6 @@ def default_library_dir(explicit: str | os.PathLike | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("taglens"))
-
-
-@dataclass
-class IndexReport:
-    """What an index run did. ``computed`` images went through the models; ``reused`` ones were
-    renamed, moved or copied files whose content the library already knew."""
-
-    seen: int = 0
-    unchanged: int = 0
-    hashed: int = 0
-    reused: int = 0
-    computed: int = 0
-    errors: int = 0
-    deleted: int = 0
-    loaded: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed, "
-                f"{self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: a file, its score (None for a filter-only search), tags and NSFW result."""
-
-    path: str
-    score: float | None
-    tags: tuple[TagScore, ...] | None = None
-    nsfw: NsfwResult | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "score": self.score,
-            "tags": None if self.tags is None else [{"tag": t.tag, "score": t.score} for t in self.tags],
-            "nsfw": None if self.nsfw is None else {"label": self.nsfw.label, "score": self.nsfw.score,
-                                                    "scores": dict(self.nsfw.scores), "flagged": self.nsfw.flagged},
-        }
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    """Files whose images are near-duplicates; ``similarity`` is the lowest cosine linking them."""
-
-    paths: tuple[str, ...]
-    similarity: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"paths": list(self.paths), "similarity": self.similarity}
-
-
-@dataclass
-class VerifyReport:
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class PruneReport:
-    missing_files: int = 0
-    orphan_contents: int = 0
-    old_models: int = 0
-    dry_run: bool = False
-
-    def line(self) -> str:
-        verb = "would remove" if self.dry_run else "removed"
-        return (f"{verb} {self.missing_files} missing files, {self.orphan_contents} unreferenced images and "
-                f"the results of {self.old_models} superseded models")
 
 
 EmbedderLoader = Callable[[str, str], Any]
@@ -457,107 +384,15 @@ class Library:
 
     def stats(self) -> dict[str, Any]:
         """Counts of files, images and results per model, sizes on disk, and the vector index state."""
-        one = lambda sql, *a: self.conn.execute(sql, a).fetchone()["n"]  # noqa: E731
-        out: dict[str, Any] = {
-            "library": str(self.folder),
-            "schema_version": db.schema_version(self.conn),
-            "files": one("SELECT count(*) AS n FROM files"),
-            "indexed": one("SELECT count(*) AS n FROM files WHERE status = 'ok'"),
-            "errors": one("SELECT count(*) AS n FROM files WHERE status = 'error'"),
-            "images": one("SELECT count(*) AS n FROM contents"),
-            "database_bytes": sum(p.stat().st_size for p in self.folder.glob(DB_NAME + "*") if p.is_file()),
-            "models": [],
-        }
-        table = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}
-        for model in db.models(self.conn):
-            current = db.current_model(self.conn, model["task"])
-            out["models"].append({
-                "task": model["task"], "model_id": model["model_id"], "revision": model["revision"],
-                "current": current is not None and current["id"] == model["id"],
-                "results": one(f"SELECT count(*) AS n FROM {table[model['task']]} WHERE model = ?", model["id"]),
-            })
-        embed = db.current_model(self.conn, "embed")
-        if embed is not None and embed["dim"] is not None:
-            meta = vectors.read_meta(self.vectors_folder, embed["id"]) or {}
-            out["vector_index"] = {
-                "state": vectors.freshness(self.conn, self.vectors_folder, embed, self.exact_limit),
-                "kind": meta.get("kind"), "count": meta.get("count"), "dim": embed["dim"],
-                "bytes": sum(p.stat().st_size for p in self.vectors_folder.glob(f"model-{embed['id']}.*")),
-            }
-        return out
+        return upkeep.stats(self)
 
     def verify(self, *, check_files: bool = True) -> VerifyReport:
         """Database integrity, references, and the vector index against the database."""
-        report = VerifyReport()
-        integrity = [next(iter(r.values())) for r in self.conn.execute("PRAGMA integrity_check")]
-        if integrity != ["ok"]:
-            report.problems += [f"integrity_check: {line}" for line in integrity]
-        for row in self.conn.execute("PRAGMA foreign_key_check"):
-            report.problems.append(f"foreign key: {row}")
-        dangling = self.conn.execute("SELECT count(*) AS n FROM files WHERE status = 'ok' AND content IS NULL"
-                                     ).fetchone()["n"]
-        if dangling:
-            report.problems.append(f"{dangling} indexed files point at no image content")
-        embed = db.current_model(self.conn, "embed")
-        if embed is not None and embed["dim"] is not None:
-            state = vectors.freshness(self.conn, self.vectors_folder, embed, self.exact_limit)
-            if state != "fresh":
-                report.notes.append(f"vector index: {state} (rebuilt on the next search)")
-            else:
-                index = vectors.load(self.vectors_folder, embed["id"])
-                keys = db.embedding_keys(self.conn, embed["id"])
-                if not np.array_equal(np.asarray(index.keys), keys):
-                    report.problems.append("vector index keys differ from the database's embeddings")
-                else:
-                    sample = keys[np.linspace(0, len(keys) - 1, num=min(len(keys), 64)).astype(int)] if len(keys) else keys
-                    for key in sample:
-                        stored = vectors.normalise(db.embedding_of(self.conn, int(key), embed["id"]))
-                        got = index.vectors(np.array([key]))[0]
-                        if float(np.dot(stored, vectors.normalise(got))) < 0.999:
-                            report.problems.append(f"vector index holds a different vector for image {int(key)}")
-                            break
-                    report.notes.append(f"vector index: fresh, {len(keys)} vectors ({index.kind})")
-        if check_files:
-            missing = changed = 0
-            for row in self.conn.execute("SELECT path, size, mtime FROM files"):
-                try:
-                    st = os.stat(row["path"])
-                except OSError:
-                    missing += 1
-                    continue
-                if (st.st_size, st.st_mtime) != (row["size"], row["mtime"]):
-                    changed += 1
-            if missing:
-                report.notes.append(f"{missing} files are gone from disk (`taglens library prune` removes them)")
-            if changed:
-                report.notes.append(f"{changed} files changed since indexed (`taglens index` updates them)")
-        return report
+        return upkeep.verify(self, check_files=check_files)
 
     def prune(self, *, dry_run: bool = False) -> PruneReport:
         """Remove files gone from disk, images no file points at, and results of superseded models."""
-        report = PruneReport(dry_run=dry_run)
-        gone = [r["id"] for r in self.conn.execute("SELECT id, path FROM files") if not os.path.exists(r["path"])]
-        current = {m["task"]: m["id"] for m in (db.current_model(self.conn, t) for t in db.TASKS) if m}
-        old = [m["id"] for m in db.models(self.conn) if current.get(m["task"]) != m["id"]]
-        report.missing_files, report.old_models = len(gone), len(old)
-        try:
-            with db.transaction(self.conn):
-                db.delete_files(self.conn, gone)
-                report.orphan_contents = db.delete_orphan_contents(self.conn)
-                self.conn.executemany("DELETE FROM models WHERE id = ?", [(m,) for m in old])
-                if dry_run:
-                    raise _Rollback  # count what would go, keep it all
-        except _Rollback:
-            pass
-        if not dry_run:
-            for model in old:
-                for path in vectors.index_files(self.vectors_folder, model).values():
-                    path.unlink(missing_ok=True)
-        return report
-
-
-class _Rollback(Exception):
-    pass
+        return upkeep.prune(self, dry_run=dry_run)
 
 
 def _weighted(values: Any) -> list[tuple[float, Any]]:

@@ -34,6 +34,7 @@ from taglens.errors import LibraryError, LibraryVersionError
 from taglens.records import NsfwResult, TagScore
 
 TASKS = ("tag", "nsfw", "embed")
+FILE_NAME = "library.db"
 
 
 @dataclass(frozen=True)
