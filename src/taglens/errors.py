@@ -61,3 +61,12 @@ class LabelsError(TaglensError, ValueError):
 
 class PromptTruncatedWarning(UserWarning):
     """A text was longer than the model's text length and was cut to fit; the message names it."""
+
+
+class LibraryError(TaglensError):
+    """The library (its database or vector index) cannot do what was asked, e.g. search before
+    anything was indexed, or a query naming an image that cannot be read."""
+
+
+class LibraryVersionError(LibraryError):
+    """The library database was written by a newer taglens (a schema version this one does not know)."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from taglens.cli.classify import classify
+from taglens.cli.duplicates import duplicates
 from taglens.cli.embed import embed
+from taglens.cli.index import index
+from taglens.cli.library import library
 from taglens.cli.nsfw import nsfw
 from taglens.cli.pending import pending_command
+from taglens.cli.search import search
 from taglens.cli.tag import tag
 
 COMMANDS: list[click.Command] = [
@@ -16,8 +20,9 @@ COMMANDS: list[click.Command] = [
     embed,
     nsfw,
     pending_command("analyze", "Run several jobs (tag, classify, nsfw, embed) in one pass."),
-    pending_command("index", "Index folders into the library (incremental)."),
-    pending_command("search", "Search the library by text, by image, by tag or NSFW score."),
-    pending_command("duplicates", "Find near-duplicate images in the library."),
+    index,
+    search,
+    duplicates,
+    library,
     pending_command("serve", "Serve the HTTP API and web page."),
 ]

@@ -1,0 +1,95 @@
+"""``taglens index``: bring the library up to date with folders (tag, nsfw, embed in one pass)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from taglens.cli.library import library_option, open_library
+from taglens.cli.options import runtime_options
+
+TASKS = ("tag", "nsfw", "embed")
+
+
+def _tasks(value: str) -> tuple[str, ...]:
+    tasks = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise click.BadParameter(f"choose from {', '.join(TASKS)} (comma-separated), not {value!r}")
+    return tasks
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--recursive/--no-recursive", "-r/-R", default=True, show_default=True,
+              help="Walk folders recursively (hidden files and folders are skipped).")
+@library_option
+@click.option("--tasks", default="tag,nsfw,embed", show_default=True,
+              help="Which results to keep: any of tag, nsfw, embed (search needs embed).")
+@click.option("--tagger", default=None,
+              help="JoyTag-format checkpoint, hub id or folder (default: the library's current one, else "
+                   "fancyfeast/joytag).")
+@click.option("--siglip", default=None,
+              help="SigLIP or CLIP checkpoint for embeddings (default: the library's current one, else "
+                   "google/siglip-so400m-patch14-224).")
+@click.option("--nsfw-model", default=None,
+              help="Image classifier for NSFW scores (default: the library's current one, else "
+                   "Falconsai/nsfw_image_detection).")
+@click.option("--tag-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+              help="Keep tags scoring above this.")
+@click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
+@runtime_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, tasks: str, tagger: str | None,
+          siglip: str | None, nsfw_model: str | None, tag_threshold: float, retry_errors: bool, device: str, dtype: str, quiet: bool,
+          **runtime) -> None:
+    """Index images under PATH... into the library, computing only what is new or changed.
+
+    Unchanged files (same size and mtime) are skipped without reading them; renamed, moved or
+    copied files keep their results (same content hash); files gone from PATH are removed; a
+    different checkpoint recomputes only its own results. Models load only when something needs
+    them. Results are committed every --batch-size images: an interrupted run loses nothing
+    committed, and running it again finishes the job.
+
+    \b
+    Example:
+        taglens index ~/Pictures
+        taglens index ~/Pictures --tasks embed --siglip google/siglip-so400m-patch14-384
+    """
+    from tqdm import tqdm
+
+    from taglens.cli.runner import engine_options
+    from taglens.library import models as library_models
+
+    chosen = _tasks(tasks)
+    options = engine_options(**runtime)
+    # counts only images that go through the models; unchanged ones are not worth a tick
+    bar = tqdm(unit="img", desc="computing", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
+               dynamic_ncols=True)
+
+    def on_record(record) -> None:
+        if record.error is not None and bar.disable and not quiet:
+            click.echo(f"skipping {record.path}: {record.error}", err=True)
+        bar.update(1)
+
+    try:
+        with open_library(library_dir) as lib:
+            # without a flag, keep the checkpoint the library already uses (switching re-embeds everything)
+            current = lib.current_models()
+            picked = {task: flag or current.get(task) or default for task, flag, default in (
+                ("tag", tagger, library_models.DEFAULT_TAGGER), ("embed", siglip, library_models.DEFAULT_SIGLIP),
+                ("nsfw", nsfw_model, library_models.DEFAULT_NSFW))}
+            sources = library_models.load_models(
+                tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
+                nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
+                tag_threshold=tag_threshold)
+            report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
+                               on_record=on_record)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(report.line(), err=True)
+    if report.seen == 0:
+        click.echo("taglens: no images found", err=True)
+        sys.exit(1)

@@ -1,0 +1,105 @@
+"""``taglens library``: look after the library (stats, verify, prune), and the ``--library`` option
+that every library command shares."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from taglens.cli.options import _stack
+
+library_option = _stack(
+    click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, envvar="TAGLENS_LIBRARY",
+                 show_envvar=True,
+                 help="Library folder (default: $TAGLENS_LIBRARY, else the user data folder, e.g. "
+                      "~/.local/share/taglens)."),
+)
+
+
+def open_library(library_dir: str | None, **kwargs):
+    from taglens.library import Library
+
+    return Library.open(library_dir, **kwargs)
+
+
+@click.group("library")
+def library() -> None:
+    """Look after the library: statistics, integrity checks, clean-up.
+
+    \b
+    Example:
+        taglens library stats
+        taglens library verify
+        taglens library prune --dry-run
+    """
+
+
+@library.command("stats")
+@library_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def stats(library_dir: str | None, as_json: bool) -> None:
+    """Counts of files, images and results per model, sizes, and the vector index state.
+
+    \b
+    Example:
+        taglens library stats --json
+    """
+    with open_library(library_dir) as lib:
+        out = lib.stats()
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"library      {out['library']} (schema {out['schema_version']}, "
+               f"{out['database_bytes'] / 1e6:.1f} MB)")
+    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {out['errors']} errors)")
+    click.echo(f"images       {out['images']} distinct")
+    for m in out["models"]:
+        mark = "*" if m["current"] else " "
+        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {m['results']} results")
+    if "vector_index" in out:
+        v = out["vector_index"]
+        click.echo(f"vectors      {v['state']}, {v['kind'] or '-'}, {v['count'] or 0} x {v['dim']}, "
+                   f"{v['bytes'] / 1e6:.1f} MB")
+
+
+@library.command("verify")
+@library_option
+@click.option("--no-files", is_flag=True, help="Skip checking that indexed files are still on disk.")
+def verify(library_dir: str | None, no_files: bool) -> None:
+    """Check the database (PRAGMA integrity_check, references) and the vector index against it.
+
+    Exits with status 1 when a problem is found; notes (files gone from disk, an index to be
+    rebuilt) are printed but are not problems.
+
+    \b
+    Example:
+        taglens library verify
+    """
+    with open_library(library_dir) as lib:
+        report = lib.verify(check_files=not no_files)
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    click.echo("ok" if report.ok else f"{len(report.problems)} problems")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@library.command("prune")
+@library_option
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+def prune(library_dir: str | None, dry_run: bool) -> None:
+    """Remove files gone from disk, images no file points at, and results of superseded models.
+
+    \b
+    Example:
+        taglens library prune --dry-run
+    """
+    with open_library(library_dir) as lib:
+        click.echo(lib.prune(dry_run=dry_run).line())
+
+
+# `taglens library import` (bring results from an analyze/JSONL or Parquet file into the library)
+# is added here by a later issue: @library.command("import").

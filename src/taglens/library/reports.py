@@ -1,0 +1,81 @@
+"""What the library's methods return: plain dataclasses, each with the JSON or text form the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from taglens.records import NsfwResult, TagScore
+
+
+@dataclass
+class IndexReport:
+    """What an index run did. ``computed`` images went through the models; ``reused`` ones were
+    renamed, moved or copied files whose content the library already knew."""
+
+    seen: int = 0
+    unchanged: int = 0
+    hashed: int = 0
+    reused: int = 0
+    computed: int = 0
+    errors: int = 0
+    deleted: int = 0
+    loaded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed, "
+                f"{self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a file, its score (None for a filter-only search), tags and NSFW result."""
+
+    path: str
+    score: float | None
+    tags: tuple[TagScore, ...] | None = None
+    nsfw: NsfwResult | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "score": self.score,
+            "tags": None if self.tags is None else [{"tag": t.tag, "score": t.score} for t in self.tags],
+            "nsfw": None if self.nsfw is None else {"label": self.nsfw.label, "score": self.nsfw.score,
+                                                    "scores": dict(self.nsfw.scores), "flagged": self.nsfw.flagged},
+        }
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Files whose images are near-duplicates; ``similarity`` is the lowest cosine linking them."""
+
+    paths: tuple[str, ...]
+    similarity: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"paths": list(self.paths), "similarity": self.similarity}
+
+
+@dataclass
+class VerifyReport:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class PruneReport:
+    missing_files: int = 0
+    orphan_contents: int = 0
+    old_models: int = 0
+    dry_run: bool = False
+
+    def line(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"{verb} {self.missing_files} missing files, {self.orphan_contents} unreferenced images and "
+                f"the results of {self.old_models} superseded models")

@@ -1,0 +1,121 @@
+"""Looking after a library: statistics, integrity checks and clean-up (``taglens library ...``)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from taglens.library import db, vectors
+from taglens.library.reports import PruneReport, VerifyReport
+
+if TYPE_CHECKING:
+    from taglens.library import Library
+
+
+def stats(lib: Library) -> dict[str, Any]:
+    """Counts of files, images and results per model, sizes on disk, and the vector index state."""
+    one = lambda sql, *a: lib.conn.execute(sql, a).fetchone()["n"]  # noqa: E731
+    out: dict[str, Any] = {
+        "library": str(lib.folder),
+        "schema_version": db.schema_version(lib.conn),
+        "files": one("SELECT count(*) AS n FROM files"),
+        "indexed": one("SELECT count(*) AS n FROM files WHERE status = 'ok'"),
+        "errors": one("SELECT count(*) AS n FROM files WHERE status = 'error'"),
+        "images": one("SELECT count(*) AS n FROM contents"),
+        "database_bytes": sum(p.stat().st_size for p in lib.folder.glob(db.FILE_NAME + "*") if p.is_file()),
+        "models": [],
+    }
+    table = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}
+    for model in db.models(lib.conn):
+        current = db.current_model(lib.conn, model["task"])
+        out["models"].append({
+            "task": model["task"], "model_id": model["model_id"], "revision": model["revision"],
+            "current": current is not None and current["id"] == model["id"],
+            "results": one(f"SELECT count(*) AS n FROM {table[model['task']]} WHERE model = ?", model["id"]),
+        })
+    embed = db.current_model(lib.conn, "embed")
+    if embed is not None and embed["dim"] is not None:
+        meta = vectors.read_meta(lib.vectors_folder, embed["id"]) or {}
+        out["vector_index"] = {
+            "state": vectors.freshness(lib.conn, lib.vectors_folder, embed, lib.exact_limit),
+            "kind": meta.get("kind"), "count": meta.get("count"), "dim": embed["dim"],
+            "bytes": sum(p.stat().st_size for p in lib.vectors_folder.glob(f"model-{embed['id']}.*")),
+        }
+    return out
+
+
+def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
+    """Database integrity, references, and the vector index against the database."""
+    report = VerifyReport()
+    integrity = [next(iter(r.values())) for r in lib.conn.execute("PRAGMA integrity_check")]
+    if integrity != ["ok"]:
+        report.problems += [f"integrity_check: {line}" for line in integrity]
+    for row in lib.conn.execute("PRAGMA foreign_key_check"):
+        report.problems.append(f"foreign key: {row}")
+    dangling = lib.conn.execute("SELECT count(*) AS n FROM files WHERE status = 'ok' AND content IS NULL"
+                                ).fetchone()["n"]
+    if dangling:
+        report.problems.append(f"{dangling} indexed files point at no image content")
+    embed = db.current_model(lib.conn, "embed")
+    if embed is not None and embed["dim"] is not None:
+        state = vectors.freshness(lib.conn, lib.vectors_folder, embed, lib.exact_limit)
+        if state != "fresh":
+            report.notes.append(f"vector index: {state} (rebuilt on the next search)")
+        else:
+            index = vectors.load(lib.vectors_folder, embed["id"])
+            keys = db.embedding_keys(lib.conn, embed["id"])
+            if not np.array_equal(np.asarray(index.keys), keys):
+                report.problems.append("vector index keys differ from the database's embeddings")
+            else:
+                sample = keys[np.linspace(0, len(keys) - 1, num=min(len(keys), 64)).astype(int)] if len(keys) else keys
+                for key in sample:
+                    stored = vectors.normalise(db.embedding_of(lib.conn, int(key), embed["id"]))
+                    got = index.vectors(np.array([key]))[0]
+                    if float(np.dot(stored, vectors.normalise(got))) < 0.999:
+                        report.problems.append(f"vector index holds a different vector for image {int(key)}")
+                        break
+                report.notes.append(f"vector index: fresh, {len(keys)} vectors ({index.kind})")
+    if check_files:
+        missing = changed = 0
+        for row in lib.conn.execute("SELECT path, size, mtime FROM files"):
+            try:
+                st = os.stat(row["path"])
+            except OSError:
+                missing += 1
+                continue
+            if (st.st_size, st.st_mtime) != (row["size"], row["mtime"]):
+                changed += 1
+        if missing:
+            report.notes.append(f"{missing} files are gone from disk (`taglens library prune` removes them)")
+        if changed:
+            report.notes.append(f"{changed} files changed since indexed (`taglens index` updates them)")
+    return report
+
+
+def prune(lib: Library, *, dry_run: bool = False) -> PruneReport:
+    """Remove files gone from disk, images no file points at, and results of superseded models."""
+    report = PruneReport(dry_run=dry_run)
+    gone = [r["id"] for r in lib.conn.execute("SELECT id, path FROM files") if not os.path.exists(r["path"])]
+    current = {m["task"]: m["id"] for m in (db.current_model(lib.conn, t) for t in db.TASKS) if m}
+    old = [m["id"] for m in db.models(lib.conn) if current.get(m["task"]) != m["id"]]
+    report.missing_files, report.old_models = len(gone), len(old)
+    try:
+        with db.transaction(lib.conn):
+            db.delete_files(lib.conn, gone)
+            report.orphan_contents = db.delete_orphan_contents(lib.conn)
+            lib.conn.executemany("DELETE FROM models WHERE id = ?", [(m,) for m in old])
+            if dry_run:
+                raise _Rollback  # count what would go, keep it all
+    except _Rollback:
+        pass
+    if not dry_run:
+        for model in old:
+            for path in vectors.index_files(lib.vectors_folder, model).values():
+                path.unlink(missing_ok=True)
+    return report
+
+
+class _Rollback(Exception):
+    pass

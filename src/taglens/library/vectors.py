@@ -1,0 +1,330 @@
+"""The vector index: derived from the database's embeddings, never the source of truth.
+
+Up to `EXACT_LIMIT` vectors the index is a float32 matrix scanned exactly (one BLAS product per
+query: recall 1 by construction); above it, an HNSW graph (usearch, float16 storage, cosine)
+searched approximately, with candidates rescored exactly. Both live in ``<library>/vectors/``
+as ``model-<id>.*`` files plus ``model-<id>.json``, written last, naming the model, the kind
+and the database ``generation`` they were built from. On open the index is rebuilt when that
+file is missing or unreadable, names another model or kind, or its generation is behind the
+database; a stale HNSW graph is brought up to date in place (only the added and removed
+vectors), since building one from scratch takes minutes at a million vectors.
+
+Why these (benchmarks/vector_search.py): faiss's HNSW measured about the same recall per
+millisecond, but usearch stores float16 (exactly the database's values, half of float32), removes
+keys (faiss's HNSW cannot, so every deletion would mean a rebuild), memory-maps a saved index (a
+CLI search starts without reading it all), and is one small wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from taglens.errors import LibraryError
+from taglens.library import db
+
+# Largest library searched exactly: a float32 scan of this many 1152-d vectors takes about 20 ms
+# per query on the 2-core reference machine (benchmarks/vector_search.py).
+EXACT_LIMIT = 50_000
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 128
+HNSW_EXPANSION_SEARCH = 256
+FORMAT = 1
+
+
+class VectorIndex(Protocol):
+    kind: str
+    keys: np.ndarray  # content ids, int64, sorted
+
+    def __len__(self) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P, D) unit queries -> (keys (P, k), cosines (P, k)), best first; keys -1 pad."""
+        ...
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """float32 (n, D) for the given keys (every key must be present)."""
+        ...
+
+    def cosines(self, queries: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosines of every (or the given) vector with each query: (keys (n,), (n, P))."""
+        ...
+
+
+@dataclass
+class ExactIndex:
+    """A (N, D) float32 matrix (memory-mapped) and its sorted keys."""
+
+    keys: np.ndarray
+    matrix: np.ndarray
+    kind: str = "exact"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self.keys, keys)
+        if len(keys) and (rows.max(initial=0) >= len(self.keys) or not np.array_equal(self.keys[rows], keys)):
+            raise KeyError("some keys are not in the vector index")
+        return rows
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self.matrix[self.rows(np.asarray(keys, dtype=np.int64))], dtype=np.float32)
+
+    def cosines(self, queries: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if keys is None:
+            return self.keys, self.matrix @ queries.T
+        keys = np.asarray(keys, dtype=np.int64)
+        return keys, self.vectors(keys) @ queries.T
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        keys, scores = self.cosines(queries)
+        return top_k(keys, scores.T, k)
+
+
+@dataclass
+class HnswIndex:
+    """A usearch HNSW graph over float16 vectors (cosine), keys = content ids."""
+
+    index: Any
+    keys: np.ndarray
+    kind: str = "hnsw"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        k = min(k, len(self.keys))
+        self.index.expansion_search = max(HNSW_EXPANSION_SEARCH, k)
+        matches = self.index.search(queries, k)
+        keys = np.full((len(queries), k), -1, np.int64)
+        cos = np.full((len(queries), k), -np.inf, np.float32)
+        if len(queries) == 1:  # usearch answers one query with a trimmed 1-D match list
+            found = np.asarray(matches.keys).reshape(-1)[:k]
+            keys[0, :len(found)] = found
+            cos[0, :len(found)] = 1.0 - np.asarray(matches.distances, np.float32).reshape(-1)[:len(found)]
+        else:
+            all_keys = np.asarray(matches.keys).reshape(len(queries), -1)
+            all_distances = np.asarray(matches.distances, np.float32).reshape(len(queries), -1)
+            for i, n in enumerate(np.asarray(matches.counts).reshape(-1)):
+                keys[i, :n] = all_keys[i, :n]
+                cos[i, :n] = 1.0 - all_distances[i, :n]
+        return keys, cos
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(keys) == 0:
+            return np.zeros((0, self.index.ndim), np.float32)
+        got = self.index.get(keys, dtype=np.float32)
+        got = [got] if len(keys) == 1 and isinstance(got, np.ndarray) and got.ndim == 1 else got
+        if any(v is None for v in got):
+            raise KeyError("some keys are not in the vector index")
+        return np.stack(got).astype(np.float32)
+
+    def cosines(self, queries: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        keys = self.keys if keys is None else np.asarray(keys, dtype=np.int64)
+        out = np.empty((len(keys), len(queries)), np.float32)
+        for start in range(0, len(keys), 65536):
+            chunk = keys[start:start + 65536]
+            vectors = self.vectors(chunk)
+            out[start:start + len(chunk)] = normalise(vectors) @ queries.T
+        return keys, out
+
+
+def top_k(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` per row of ``scores`` (P, n): (keys (P, k'), scores (P, k')), best first."""
+    scores = np.atleast_2d(scores)
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return np.zeros((len(scores), 0), np.int64), np.zeros((len(scores), 0), np.float32)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    chosen = np.take_along_axis(part, order, 1)
+    return keys[chosen], np.take_along_axis(part_scores, order, 1)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+# ---- building, checking, opening ---------------------------------------------------------------
+
+
+def index_files(folder: Path, model: int) -> dict[str, Path]:
+    base = folder / f"model-{model}"
+    return {"meta": base.with_suffix(".json"), "keys": base.with_suffix(".keys.npy"),
+            "exact": base.with_suffix(".exact.npy"), "hnsw": base.with_suffix(".hnsw.usearch")}
+
+
+def read_meta(folder: Path, model: int) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(index_files(folder, model)["meta"].read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def wanted_kind(count: int, exact_limit: int = EXACT_LIMIT) -> str:
+    return "exact" if count <= exact_limit else "hnsw"
+
+
+def freshness(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, exact_limit: int = EXACT_LIMIT) -> str:
+    """``fresh``, or why the index must be (re)built: ``missing``, ``other model``, ``other kind``, ``stale``."""
+    meta = read_meta(folder, model["id"])
+    files = index_files(folder, model["id"])
+    if meta is None or not files["keys"].exists() or not files[meta.get("kind", "exact")].exists():
+        return "missing"
+    if (meta.get("model_id"), meta.get("revision"), meta.get("dim")) != (model["model_id"], model["revision"], model["dim"]):
+        return "other model"
+    count = db.embedding_count(conn, model["id"])
+    if meta.get("kind") != wanted_kind(count, exact_limit):
+        return "other kind"
+    if meta.get("generation") != db.generation(conn, model["id"]):
+        return "stale"
+    return "fresh"
+
+
+def open_index(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *,
+               exact_limit: int = EXACT_LIMIT) -> VectorIndex:
+    """The index for ``model``'s embeddings, built or brought up to date first when needed."""
+    state = freshness(conn, folder, model, exact_limit)
+    if state == "stale" and read_meta(folder, model["id"]).get("kind") == "hnsw":
+        update_hnsw(conn, folder, model)
+    elif state != "fresh":
+        build(conn, folder, model, exact_limit=exact_limit)
+    return load(folder, model["id"])
+
+
+def load(folder: Path, model: int) -> VectorIndex:
+    meta = read_meta(folder, model)
+    files = index_files(folder, model)
+    keys = np.load(files["keys"], mmap_mode="r")
+    if meta["kind"] == "exact":
+        return ExactIndex(np.asarray(keys), np.load(files["exact"], mmap_mode="r"))
+    return HnswIndex(_usearch().restore(str(files["hnsw"]), view=True), np.asarray(keys))
+
+
+def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_limit: int = EXACT_LIMIT) -> str:
+    """Build the index from scratch from one consistent snapshot of the database; returns its kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = index_files(folder, model["id"])
+    conn.execute("BEGIN")  # one read snapshot: the generation and the vectors agree
+    try:
+        generation = db.generation(conn, model["id"])
+        row = conn.execute("SELECT * FROM models WHERE id = ?", (model["id"],)).fetchone()
+        dim = row["dim"] or 0
+        count = db.embedding_count(conn, model["id"])
+        kind = wanted_kind(count, exact_limit)
+        keys = np.empty(count, np.int64)
+        if kind == "exact":
+            with _atomic(files["exact"]) as tmp:
+                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+                filled = 0
+                for batch_keys, vectors in db.embeddings_for(conn, model["id"], dim):
+                    keys[filled:filled + len(batch_keys)] = batch_keys
+                    matrix[filled:filled + len(batch_keys)] = normalise(vectors.astype(np.float32))
+                    filled += len(batch_keys)
+                matrix.flush()
+                del matrix
+        else:
+            index = _new_hnsw(dim)
+            filled = 0
+            for batch_keys, vectors in db.embeddings_for(conn, model["id"], dim):
+                keys[filled:filled + len(batch_keys)] = batch_keys
+                index.add(batch_keys.astype(np.uint64), normalise(vectors.astype(np.float32)))
+                filled += len(batch_keys)
+            with _atomic(files["hnsw"]) as tmp:
+                index.save(tmp)
+    finally:
+        conn.execute("COMMIT")
+    _write_keys_and_meta(folder, model, keys, kind, generation, dim)
+    return kind
+
+
+def update_hnsw(conn: sqlite3.Connection, folder: Path, model: db.ModelRow) -> tuple[int, int]:
+    """Add the vectors the graph lacks and remove those the database no longer has; (added, removed)."""
+    Index = _usearch()
+    files = index_files(folder, model["id"])
+    old_keys = np.load(files["keys"])
+    index = Index.restore(str(files["hnsw"]))
+    conn.execute("BEGIN")
+    try:
+        generation = db.generation(conn, model["id"])
+        keys = db.embedding_keys(conn, model["id"])
+        # vectors are never rewritten under a key (results are a function of content and model),
+        # so the key sets alone say what changed
+        removed = np.setdiff1d(old_keys, keys, assume_unique=True)
+        added = np.setdiff1d(keys, old_keys, assume_unique=True)
+        if len(removed):
+            index.remove(removed.astype(np.uint64))
+        for start in range(0, len(added), 10_000):
+            chunk = added[start:start + 10_000]
+            vectors = np.stack([db.embedding_of(conn, int(c), model["id"]) for c in chunk])
+            index.add(chunk.astype(np.uint64), normalise(vectors))
+    finally:
+        conn.execute("COMMIT")
+    with _atomic(files["hnsw"]) as tmp:
+        index.save(tmp)
+    _write_keys_and_meta(folder, model, keys, "hnsw", generation, index.ndim)
+    return len(added), len(removed)
+
+
+def _usearch() -> Any:
+    try:
+        from usearch.index import Index
+    except ImportError:
+        raise LibraryError(
+            f"libraries above {EXACT_LIMIT:,} images use an HNSW index from the usearch package: "
+            "pip install 'taglens[library]'"
+        ) from None
+    return Index
+
+
+def _new_hnsw(dim: int) -> Any:
+    return _usearch()(ndim=dim, metric="cos", dtype="f16", connectivity=HNSW_CONNECTIVITY,
+                 expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
+
+
+def _write_keys_and_meta(folder: Path, model: db.ModelRow, keys: np.ndarray, kind: str, generation: int,
+                         dim: int) -> None:
+    files = index_files(folder, model["id"])
+    with _atomic(files["keys"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, keys)  # a file object: np.save would add ".npy" to a name
+    meta = {"format": FORMAT, "kind": kind, "model": model["id"], "model_id": model["model_id"],
+            "revision": model["revision"], "dim": dim, "count": int(len(keys)), "generation": generation}
+    with _atomic(files["meta"]) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=1))
+    for other in ("exact", "hnsw"):
+        if other != kind:
+            files[other].unlink(missing_ok=True)
+
+
+class _atomic:
+    """``with _atomic(path) as tmp:`` write ``tmp`` (a str path beside ``path``); renamed over ``path``
+    on success, removed on failure."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> str:
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)

@@ -1,0 +1,251 @@
+"""Incremental indexing with fake jobs: what is computed, hashed, decoded and kept, counted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from taglens import engine as engine_module
+from taglens.engine import EngineOptions
+from taglens.library import LazyModel, Library, db, scan
+
+from .conftest import make_photos, picture
+from .fakes import fake_models
+
+OPTIONS = EngineOptions(batch_size=2, workers=2)
+
+
+@pytest.fixture
+def counters(monkeypatch):
+    """Counts decodes (engine) and hashes (scan)."""
+    counts = {"decode": [], "hash": []}
+    lock = threading.Lock()
+    real_decode, real_hash = engine_module.decode_bytes, scan.file_sha256
+
+    def decode(data, options, *, name):
+        with lock:
+            counts["decode"].append(name)
+        return real_decode(data, options, name=name)
+
+    def hash_(path, *a, **k):
+        with lock:
+            counts["hash"].append(path)
+        return real_hash(path, *a, **k)
+
+    monkeypatch.setattr(engine_module, "decode_bytes", decode)
+    monkeypatch.setattr(scan, "file_sha256", hash_)
+
+    def reset():
+        counts["decode"].clear()
+        counts["hash"].clear()
+
+    counts["reset"] = reset
+    return counts
+
+
+def calls(jobs):
+    return {t: j.calls for t, j in jobs.items()}
+
+
+def reset_calls(jobs):
+    for j in jobs.values():
+        j.calls = 0
+
+
+def rows(lib):
+    return {r["path"]: r for r in lib.conn.execute("SELECT * FROM files")}
+
+
+def test_first_run_computes_every_image_once_in_one_pass(lib, photos, models, counters):
+    sources, jobs = models
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert report.computed == 6 and report.errors == 0 and report.unchanged == 0
+    assert calls(jobs) == {"tag": 6, "nsfw": 6, "embed": 6}
+    assert len(counters["decode"]) == 6  # decoded once for all three jobs
+    files = rows(lib)
+    assert sorted(files) == sorted(str(p) for p in photos.iterdir())
+    assert all(r["status"] == "ok" and r["content"] for r in files.values())
+    contents = lib.conn.execute("SELECT * FROM contents").fetchall()
+    assert len(contents) == 6 and all((c["width"], c["height"]) == (64, 48) for c in contents)
+    assert lib.conn.execute("SELECT count(*) AS n FROM embeddings").fetchone()["n"] == 6
+    blob = lib.conn.execute("SELECT vector FROM embeddings LIMIT 1").fetchone()["vector"]
+    assert len(blob) == 768 * 2  # float16
+
+
+def test_unchanged_folder_reads_nothing_and_loads_no_model(lib, photos, models, counters):
+    sources, jobs = models
+    lib.index([photos], sources, options=OPTIONS)
+    counters["reset"]()
+    loads = []
+    lazy = [LazyModel(s.task, "unused", None, lambda s=s: loads.append(s.task) or s.job()) for s in sources]
+    for source, lazy_source in zip(sources, lazy):
+        lazy_source._identity = source.identity()  # what resolve_model would say, without touching the hub
+    reset_calls(jobs)
+    report = lib.index([photos], lazy, options=OPTIONS)
+    assert report.unchanged == 6 and report.computed == 0 and report.hashed == 0
+    assert counters["decode"] == [] and counters["hash"] == [] and loads == []
+    assert calls(jobs) == {"tag": 0, "nsfw": 0, "embed": 0}
+
+
+def test_added_changed_deleted_and_touched_files(lib, photos, models, counters):
+    sources, jobs = models
+    lib.index([photos], sources, options=OPTIONS)
+    before = rows(lib)
+    reset_calls(jobs)
+    counters["reset"]()
+    make_photos(photos, 1, start=100)  # added
+    picture(200).save(photos / "img001.png")  # changed bytes
+    (photos / "img002.png").unlink()  # deleted
+    os.utime(photos / "img003.png", ns=(1_000_000_000, 1_000_000_000))  # touched: same bytes, new mtime
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert calls(jobs) == {"tag": 2, "nsfw": 2, "embed": 2}
+    assert sorted(counters["decode"]) == sorted([str(photos / "img100.png"), str(photos / "img001.png")])
+    assert sorted(counters["hash"]) == sorted(str(photos / f"img{i}.png") for i in ("100", "001", "003"))
+    assert report.deleted == 1 and report.computed == 2 and report.reused == 1 and report.unchanged == 3
+    after = rows(lib)
+    assert str(photos / "img002.png") not in after
+    assert after[str(photos / "img003.png")]["content"] == before[str(photos / "img003.png")]["content"]
+    assert after[str(photos / "img003.png")]["mtime"] == 1.0
+    assert after[str(photos / "img001.png")]["content"] != before[str(photos / "img001.png")]["content"]
+    # the replaced and the deleted images' results are gone with their contents
+    assert lib.conn.execute("SELECT count(*) AS n FROM contents").fetchone()["n"] == 6
+    assert lib.conn.execute("SELECT count(*) AS n FROM embeddings").fetchone()["n"] == 6
+
+
+def test_renamed_and_moved_files_keep_their_results_without_recomputing(lib, photos, models, counters):
+    sources, jobs = models
+    lib.index([photos], sources, options=OPTIONS)
+    old = rows(lib)
+    reset_calls(jobs)
+    counters["reset"]()
+    (photos / "sub").mkdir()
+    os.rename(photos / "img000.png", photos / "renamed.png")
+    os.rename(photos / "img004.png", photos / "sub" / "moved.png")
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert calls(jobs) == {"tag": 0, "nsfw": 0, "embed": 0} and counters["decode"] == []
+    assert report.reused == 2 and report.deleted == 2
+    new = rows(lib)
+    assert new[str(photos / "renamed.png")]["content"] == old[str(photos / "img000.png")]["content"]
+    assert new[str(photos / "sub" / "moved.png")]["content"] == old[str(photos / "img004.png")]["content"]
+    assert str(photos / "img000.png") not in new
+    hits = lib.search(image=str(photos / "renamed.png"), limit=1)
+    assert hits[0].path == str(photos / "renamed.png") and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_identical_copies_in_one_run_are_computed_once(lib, tmp_path, models, counters):
+    sources, jobs = models
+    folder = tmp_path / "copies"
+    make_photos(folder, 2)
+    shutil.copy(folder / "img000.png", folder / "zcopy.png")
+    report = lib.index([folder], sources, options=OPTIONS)
+    assert calls(jobs) == {"tag": 2, "nsfw": 2, "embed": 2}
+    assert report.reused == 1
+    files = rows(lib)
+    assert files[str(folder / "zcopy.png")]["content"] == files[str(folder / "img000.png")]["content"]
+
+
+def test_a_new_embedding_model_re_embeds_only(lib, photos, models, counters):
+    sources, jobs = models
+    lib.index([photos], sources, options=OPTIONS)
+    mixed = [s for s in sources if s.task != "embed"] + [fake_models(revision="r2", tasks=("embed",))[0][0]]
+    new_embed = mixed[-1].job()
+    reset_calls(jobs)
+    counters["reset"]()
+    report = lib.index([photos], mixed, options=OPTIONS)
+    assert jobs["tag"].calls == 0 and jobs["nsfw"].calls == 0 and new_embed.calls == 6
+    assert report.loaded == ["embed"] and counters["hash"] == []
+    current = db.current_model(lib.conn, "embed")
+    assert current["revision"] == "r2"
+    assert lib.conn.execute("SELECT count(*) AS n FROM embeddings WHERE model = ?", (current["id"],)).fetchone()["n"] == 6
+    # the next run has nothing to do
+    new_embed.calls = 0
+    assert lib.index([photos], mixed, options=OPTIONS).computed == 0 and new_embed.calls == 0
+
+
+def test_bad_files_are_recorded_once_and_retried_on_request(lib, photos, models, counters):
+    sources, jobs = models
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert report.errors == 1 and report.computed == 6
+    row = rows(lib)[str(photos / "broken.jpg")]
+    assert row["status"] == "error" and row["error"] and row["content"] is None
+    counters["reset"]()
+    assert lib.index([photos], sources, options=OPTIONS).unchanged == 7
+    assert counters["decode"] == []
+    again = lib.index([photos], sources, options=OPTIONS, retry_errors=True)
+    assert again.errors == 1 and counters["decode"] == [str(photos / "broken.jpg")]
+
+
+def test_no_recursive_leaves_subfolders_alone(lib, photos, models):
+    sources, _ = models
+    make_photos(photos / "sub", 2, start=50)
+    lib.index([photos], sources, options=OPTIONS)
+    assert len(rows(lib)) == 8
+    shutil.rmtree(photos / "sub")
+    report = lib.index([photos], sources, options=OPTIONS, recursive=False)
+    assert report.deleted == 0 and len(rows(lib)) == 8
+    assert lib.index([photos], sources, options=OPTIONS).deleted == 2
+
+
+def test_other_roots_are_untouched(lib, tmp_path, models):
+    sources, _ = models
+    a, b = make_photos(tmp_path / "a", 2), make_photos(tmp_path / "ab", 2, start=10)
+    lib.index([tmp_path / "a", tmp_path / "ab"], sources, options=OPTIONS)
+    for p in b:
+        p.unlink()
+    report = lib.index([tmp_path / "a"], sources, options=OPTIONS)  # "ab" shares the prefix "a" but is not under it
+    assert report.deleted == 0 and len(rows(lib)) == 4
+    assert len(a) == 2
+
+
+def test_embeddings_round_trip_through_float16(lib, photos, models):
+    sources, _ = models
+    lib.index([photos], sources, options=OPTIONS)
+    from taglens.images import decode_image
+
+    from .fakes import Pixels, embed_pixels
+
+    path = sorted(photos.iterdir())[0]
+    expected = embed_pixels(Pixels()(decode_image(str(path))))
+    content = rows(lib)[str(path)]["content"]
+    model = db.current_model(lib.conn, "embed")["id"]
+    stored = db.embedding_of(lib.conn, content, model)
+    np.testing.assert_allclose(stored, expected, atol=1e-3)
+
+
+def test_library_open_refuses_a_newer_database(tmp_path):
+    lib = Library.open(tmp_path / "lib")
+    lib.conn.execute(f"PRAGMA user_version = {db.VERSION + 1}")
+    lib.close()
+    from taglens.errors import LibraryVersionError
+
+    with pytest.raises(LibraryVersionError, match="newer"):
+        Library.open(tmp_path / "lib")
+
+
+def test_a_missing_root_is_refused_not_read_as_deleted(lib, photos, models, tmp_path):
+    from taglens.errors import LibraryError
+
+    sources, _ = models
+    lib.index([photos], sources, options=OPTIONS)
+    moved = tmp_path / "unmounted"
+    photos.rename(moved)
+    with pytest.raises(LibraryError, match="no such file or folder"):
+        lib.index([photos], sources, options=OPTIONS)
+    assert len(rows(lib)) == 6
+
+
+def test_content_ids_are_never_reused(lib, photos, models):
+    sources, _ = models
+    lib.index([photos], sources, options=OPTIONS)
+    top = max(r["content"] for r in rows(lib).values())
+    newest = max(rows(lib).values(), key=lambda r: r["content"])["path"]
+    os.unlink(newest)
+    lib.index([photos], sources, options=OPTIONS)
+    make_photos(photos, 1, start=300)
+    lib.index([photos], sources, options=OPTIONS)
+    assert rows(lib)[str(photos / "img300.png")]["content"] > top

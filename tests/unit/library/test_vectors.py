@@ -1,0 +1,103 @@
+"""The vector index is derived: rebuilt when missing, stale, of another kind or from another model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from taglens.engine import EngineOptions
+from taglens.library import Library, db, vectors
+
+from .conftest import make_photos
+from .fakes import fake_models
+
+OPTIONS = EngineOptions(batch_size=2, workers=2)
+
+
+def meta(lib):
+    return vectors.read_meta(lib.vectors_folder, db.current_model(lib.conn, "embed")["id"])
+
+
+def db_keys(lib):
+    return db.embedding_keys(lib.conn, db.current_model(lib.conn, "embed")["id"])
+
+
+def test_built_after_indexing_and_fresh(lib, photos, models):
+    lib.index([photos], models[0], options=OPTIONS)
+    m = meta(lib)
+    assert m["kind"] == "exact" and m["count"] == 6
+    model = db.current_model(lib.conn, "embed")
+    assert vectors.freshness(lib.conn, lib.vectors_folder, model) == "fresh"
+    assert np.array_equal(lib.vector_index().keys, db_keys(lib))
+    assert lib.verify().ok
+
+
+def test_rebuilt_when_missing(lib, photos, models):
+    lib.index([photos], models[0], options=OPTIONS)
+    for path in lib.vectors_folder.iterdir():
+        path.unlink()
+    model = db.current_model(lib.conn, "embed")
+    assert vectors.freshness(lib.conn, lib.vectors_folder, model) == "missing"
+    assert len(lib.search(image=str(sorted(photos.iterdir())[0]), limit=10)) == 6
+    assert meta(lib)["count"] == 6
+
+
+def test_rebuilt_when_stale(lib, photos, models):
+    lib.index([photos], models[0], options=OPTIONS)
+    before = meta(lib)["generation"]
+    model = db.current_model(lib.conn, "embed")
+    with db.transaction(lib.conn):
+        lib.conn.execute("DELETE FROM embeddings WHERE content = (SELECT min(content) FROM embeddings)")
+    assert vectors.freshness(lib.conn, lib.vectors_folder, model) == "stale"
+    index = lib.vector_index()
+    assert len(index) == 5 and np.array_equal(index.keys, db_keys(lib)) and meta(lib)["generation"] > before
+
+
+def test_rebuilt_for_another_model(lib, photos, models):
+    lib.index([photos], models[0], options=OPTIONS)
+    model = db.current_model(lib.conn, "embed")
+    path = vectors.index_files(lib.vectors_folder, model["id"])["meta"]
+    m = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(m, revision="someone-else")))
+    assert vectors.freshness(lib.conn, lib.vectors_folder, model) == "other model"
+    lib.vector_index()
+    assert meta(lib)["revision"] == model["revision"]
+    # a new embedding model gets its own index; search uses it
+    sources, _ = fake_models(revision="r2", tasks=("embed",))
+    lib.index([photos], sources, options=OPTIONS)
+    assert meta(lib)["revision"] == "r2"
+
+
+def test_hnsw_is_updated_in_place_and_switches_kind_by_size(tmp_path, models, embedder):
+    folder = tmp_path / "p"
+    make_photos(folder, 4)
+    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=5)
+    lib.index([folder], models[0], options=OPTIONS)
+    assert meta(lib)["kind"] == "exact"
+    make_photos(folder, 3, start=10)
+    lib.index([folder], models[0], options=OPTIONS)
+    assert meta(lib)["kind"] == "hnsw" and meta(lib)["count"] == 7
+    assert not vectors.index_files(lib.vectors_folder, meta(lib)["model"])["exact"].exists()
+    (folder / "img000.png").unlink()
+    make_photos(folder, 1, start=20)
+    lib.index([folder], models[0], options=OPTIONS)  # one removed, one added: an update, not a rebuild
+    index = lib.vector_index()
+    assert index.kind == "hnsw" and np.array_equal(np.sort(index.keys), db_keys(lib))
+    assert len(index.index) == 7
+    for path in sorted(folder.iterdir()):
+        assert lib.search(image=str(path), limit=1)[0].path == str(path)
+    assert lib.verify().ok
+    lib.close()
+
+
+def test_verify_finds_an_index_that_disagrees_with_the_database(lib, photos, models):
+    lib.index([photos], models[0], options=OPTIONS)
+    model = db.current_model(lib.conn, "embed")
+    files = vectors.index_files(lib.vectors_folder, model["id"])
+    matrix = np.load(files["exact"])
+    matrix[[0, 1]] = matrix[[1, 0]]
+    with open(files["exact"], "wb") as f:
+        np.save(f, matrix)
+    report = lib.verify()
+    assert not report.ok and "different vector" in report.problems[0]
