@@ -79,10 +79,11 @@ class CsvSink:
     object of name -> score, so nothing is lost and a spreadsheet still reads well.
     """
 
-    def __init__(self, stream: IO[str], fields: Sequence[str]):
+    def __init__(self, stream: IO[str], fields: Sequence[str], *, header: bool = True):
         self.columns = ["path", "error"] + [c for f in fields for c in CSV_COLUMNS[f]]
         self.writer = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
-        self.writer.writeheader()
+        if header:
+            self.writer.writeheader()
         self.stream = stream
 
     def write(self, record: Record) -> None:
@@ -130,68 +131,54 @@ def text_for(record: Record) -> str:
 
 
 class ParquetSink:
-    """Embeddings as Parquet: a key column (``path``, or ``text`` for text embeddings), an
-    ``embedding`` column of type ``fixed_size_list<float32>[dim]`` (null for failed images) and
-    an ``error`` column (null on success). ``metadata`` (e.g. the model id and revision) goes
-    into the file's schema metadata.
+    """Records as Parquet, in the schema of `taglens.arrow` (key column, ``error``, optional file
+    facts, then the job columns in ``fields``; embeddings as ``fixed_size_list<float32>[dim]``,
+    null for failed images). ``metadata`` (e.g. the model ids and revisions) goes into the
+    file's schema metadata.
 
     Rows are written in row groups of ``row_group_size`` to a temporary file beside ``path``;
     `commit` renames it into place, `discard` deletes it, so a killed run leaves no half file.
     """
 
-    def __init__(self, path: str | os.PathLike, dim: int, *, key: str = "path",
-                 metadata: dict[str, str] | None = None, row_group_size: int = 4096):
-        import pyarrow as pa
+    def __init__(self, path: str | os.PathLike, dim: int | None = None, *, fields: Sequence[str] = ("embedding",),
+                 key: str = "path", facts: bool = False, metadata: dict[str, str] | None = None,
+                 row_group_size: int = 4096):
         import pyarrow.parquet as pq
+
+        from taglens.arrow import record_schema
 
         self.path = Path(path)
         self.dim = dim
-        self.key = key
         self.row_group_size = row_group_size
-        self.schema = pa.schema(
-            [(key, pa.string()), ("embedding", pa.list_(pa.float32(), dim)), ("error", pa.string())],
-            metadata={k: str(v) for k, v in (metadata or {}).items()},
-        )
+        self.schema = record_schema(fields, dim, key=key, facts=facts, metadata=metadata)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         self.writer = pq.ParquetWriter(self.tmp, self.schema)
         self.rows = 0
-        self._keys: list[str] = []
-        self._vectors: list[np.ndarray | None] = []
-        self._errors: list[str | None] = []
+        self._pending: list[Record] = []
 
     def write(self, record: Record) -> None:
-        self.write_row(record.path, None if record.error else record.embedding, record.error)
-
-    def write_row(self, key: str, embedding: np.ndarray | None, error: str | None = None) -> None:
-        if embedding is not None and np.shape(embedding) != (self.dim,):
-            raise ValueError(f"embedding of shape {np.shape(embedding)} for {key!r}; this file holds ({self.dim},)")
-        self._keys.append(key)
-        self._vectors.append(embedding)
-        self._errors.append(error)
-        if len(self._keys) >= self.row_group_size:
+        if record.embedding is not None and self.dim is not None and np.shape(record.embedding) != (self.dim,):
+            raise ValueError(f"embedding of shape {np.shape(record.embedding)} for {record.path!r}; "
+                             f"this file holds ({self.dim},)")
+        self._pending.append(record)
+        if len(self._pending) >= self.row_group_size:
             self._flush()
 
-    def _flush(self) -> None:
-        import pyarrow as pa
+    def write_row(self, key: str, embedding: np.ndarray | None, error: str | None = None) -> None:
+        """A row that is not an image, e.g. a text and its embedding."""
+        self.write(Record(path=key, error=error, embedding=embedding))
 
-        if not self._keys:
+    def _flush(self) -> None:
+        from taglens.arrow import records_to_table
+
+        if not self._pending:
             return
-        missing = np.array([v is None for v in self._vectors])
-        values = np.zeros((len(self._vectors), self.dim), np.float32)
-        for i, vector in enumerate(self._vectors):
-            if vector is not None:
-                values[i] = vector
-        embedding = pa.FixedSizeListArray.from_arrays(
-            pa.array(values.reshape(-1)), self.dim, mask=pa.array(missing) if missing.any() else None
-        )
-        table = pa.Table.from_arrays([pa.array(self._keys, pa.string()), embedding, pa.array(self._errors, pa.string())],
-                                     schema=self.schema)
-        self.writer.write_table(table)
-        self.rows += len(self._keys)
-        self._keys, self._vectors, self._errors = [], [], []
+        self.writer.write_table(records_to_table(self._pending, self.schema))
+        self.rows += len(self._pending)
+        self._pending = []
 
     def close(self) -> None:
         """Write what is buffered and close the temporary file (`commit` makes it visible)."""

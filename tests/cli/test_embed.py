@@ -47,7 +47,7 @@ def test_parquet_holds_paths_fixed_size_embeddings_and_errors(checkpoints, folde
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), embedder.dim)
-    assert table.column_names == ["path", "embedding", "error"]
+    assert table.column_names == ["path", "error", "embedding"]
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
     assert meta["taglens.model_id"] == embedder.model_id and meta["taglens.revision"] == embedder.revision
     assert meta["taglens.kind"] == "siglip" and meta["taglens.dim"] == str(embedder.dim)

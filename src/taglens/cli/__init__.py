@@ -5,6 +5,8 @@ Heavy imports (torch, transformers) happen inside commands, so ``taglens --help`
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from taglens import __version__
@@ -31,6 +33,10 @@ def cli() -> None:
     Example:
         taglens tag photos/ --threshold 0.4 --output tags.jsonl
     """
+    # transformers reads these when first imported (inside a command): keep its advisory chatter
+    # and per-load progress bars off the terminal, where our own progress bar and messages go.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 for _command in COMMANDS:

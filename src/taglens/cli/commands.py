@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from taglens.cli.analyze import analyze
 from taglens.cli.classify import classify
 from taglens.cli.duplicates import duplicates
 from taglens.cli.embed import embed
@@ -19,7 +20,7 @@ COMMANDS: list[click.Command] = [
     classify,
     embed,
     nsfw,
-    pending_command("analyze", "Run several jobs (tag, classify, nsfw, embed) in one pass."),
+    analyze,
     index,
     search,
     duplicates,

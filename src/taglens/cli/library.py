@@ -7,9 +7,9 @@ import json
 
 import click
 
-from taglens.cli.options import _stack
+from taglens.cli.options import stack
 
-library_option = _stack(
+library_option = stack(
     click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, envvar="TAGLENS_LIBRARY",
                  show_envvar=True,
                  help="Library folder (default: $TAGLENS_LIBRARY, else the user data folder, e.g. "

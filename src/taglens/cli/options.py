@@ -12,7 +12,7 @@ from taglens.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 F = Callable[..., Any]
 
 
-def _stack(*decorators: F) -> F:
+def stack(*decorators: F) -> F:
     def apply(f: F) -> F:
         for decorator in reversed(decorators):
             f = decorator(f)
@@ -21,14 +21,14 @@ def _stack(*decorators: F) -> F:
     return apply
 
 
-input_options = _stack(
+input_options = stack(
     click.argument("paths", nargs=-1, required=True, metavar="PATH..."),
     click.option("--recursive/--no-recursive", "-r/-R", default=True, show_default=True,
                  help="Walk folders recursively (hidden files and folders are skipped). "
                       "Use '-' as a PATH to read paths from stdin, one per line."),
 )
 
-runtime_options = _stack(
+runtime_options = stack(
     click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Images per forward pass."),
     click.option("--device", default="auto", show_default=True,
@@ -47,7 +47,7 @@ runtime_options = _stack(
 
 
 def output_options(formats: tuple[str, ...]) -> F:
-    return _stack(
+    return stack(
         click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
                      help="Write here instead of stdout (written to a temporary file, renamed when done)."),
         click.option("--format", "-f", "fmt", type=click.Choice(formats), default=formats[0], show_default=True,

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from typing import IO, Any
 
 import click
 
-from taglens.captions import EXISTING_MODES
+from taglens.cli.captions import caption_hook, caption_options, caption_writer
 from taglens.cli.options import input_options, output_options, runtime_options
 from taglens.records import Record
 
 DEFAULT_MODEL = "fancyfeast/joytag"  # taglens.models.joytag.HUB_ID, without importing torch here
-CAPTION_ONLY = ("caption_ext", "replace_underscores", "escape_parens", "prefix", "existing")
 
 
 @click.command("tag")
@@ -36,19 +34,7 @@ CAPTION_ONLY = ("caption_ext", "replace_underscores", "escape_parens", "prefix",
               help="Include scores: on by default for jsonl and csv, off for txt.")
 @output_options(("jsonl", "csv", "txt"))
 @runtime_options
-@click.option("--captions", is_flag=True,
-              help="Write a caption file per image (IMAGE.txt beside it, or under --caption-dir).")
-@click.option("--caption-dir", type=click.Path(file_okay=False), default=None,
-              help="Write captions here, keeping paths below the input folders (implies --captions).")
-@click.option("--caption-ext", default=".txt", show_default=True, help="Caption file suffix.")
-@click.option("--replace-underscores", is_flag=True,
-              help="long_hair -> long hair in captions; emoticons such as ^_^ stay as they are.")
-@click.option("--escape-parens", is_flag=True, help=r"photoshop_(medium) -> photoshop_\(medium\) in captions.")
-@click.option("--prefix", default="", metavar="TAGS",
-              help="Comma-separated tags to put first in every caption (e.g. a trigger word).")
-@click.option("--existing", type=click.Choice(EXISTING_MODES), default="skip", show_default=True,
-              help="What to do with a caption file that exists: skip the image, overwrite the file, "
-                   "or append the new tags it lacks.")
+@caption_options
 @click.pass_context
 def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str, revision: str | None,
         threshold: float, thresholds_file: str | None, top_k: int | None, exclude: tuple[str, ...],
@@ -67,21 +53,16 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
         taglens tag photos/ --top-k 10 --format txt
         taglens tag dataset/ --captions --replace-underscores --prefix "mychar" --existing overwrite
     """
-    from taglens.captions import CaptionOptions, CaptionWriter
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
-    from taglens.errors import CaptionError
     from taglens.runtime import Placement
     from taglens.sinks import open_text_output
     from taglens.tagging import Tagger, TagSelection, split_tags
 
-    captions = captions or caption_dir is not None
-    if not captions:
-        given = [n for n in CAPTION_ONLY if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} only applies with --captions")
+    writer = caption_writer(ctx, paths, captions, caption_dir, caption_ext, replace_underscores, escape_parens,
+                            prefix, existing)
+    captions = writer is not None
     try:
         Placement.resolve(runtime["device"], runtime["dtype"])
-        caption_options = CaptionOptions(caption_ext, caption_dir, replace_underscores, escape_parens, prefix, existing)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     selection = TagSelection.from_files(
@@ -90,16 +71,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     )
     tagger = Tagger.from_pretrained(model, revision, device=runtime["device"], dtype=runtime["dtype"])
     job = tagger.job(selection)
-
-    writer = CaptionWriter(caption_options, roots=[p for p in paths if p != "-" and os.path.isdir(p)]) if captions else None
-
-    def on_record(record: Record) -> None:
-        if writer is None:
-            return
-        try:
-            writer.write(record)
-        except CaptionError as exc:
-            click.echo(f"taglens: {exc}", err=True)
+    on_record = caption_hook(writer)
 
     if captions and output is None:
         stream, target = None, None  # caption runs print records only when asked to

@@ -1,0 +1,117 @@
+"""Records as Arrow tables: one schema for Parquet output, the Ray job's rows and library import.
+
+Columns, in order (job columns only for the jobs that ran):
+
+    path      string                                   (the key; ``text`` for text embeddings)
+    error     string, null on success
+    sha256, size, mtime, width, height                  (file facts, when ``facts=True``)
+    tags      list<struct<tag: string, score: double>>  highest score first
+    labels    list<struct<label: string, score: double>>
+    nsfw      struct<label: string, score: double, scores: map<string, double>, flagged: bool>
+    embedding fixed_size_list<float32>[dim]
+
+A failed image has its ``error`` set and null job columns, so no row is ever dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from taglens.records import LabelScore, NsfwResult, Record, TagScore
+
+JOB_FIELDS = ("tags", "labels", "nsfw", "embedding")
+FACT_FIELDS = ("sha256", "size", "mtime", "width", "height")
+
+_TAGS = pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))
+_LABELS = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
+_NSFW = pa.struct([("label", pa.string()), ("score", pa.float64()),
+                   ("scores", pa.map_(pa.string(), pa.float64())), ("flagged", pa.bool_())])
+_FACTS = {"sha256": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "width": pa.int32(), "height": pa.int32()}
+
+
+def fields_for_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
+    """Record fields the tasks fill: tag -> tags, classify -> labels, nsfw -> nsfw, embed -> embedding."""
+    names = {"tag": "tags", "classify": "labels", "nsfw": "nsfw", "embed": "embedding"}
+    wanted = {names[t] for t in tasks}
+    return tuple(f for f in JOB_FIELDS if f in wanted)
+
+
+def record_schema(fields: Sequence[str], dim: int | None = None, *, key: str = "path", facts: bool = False,
+                  metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The schema for records carrying ``fields`` (a subset of `JOB_FIELDS`)."""
+    columns: list[tuple[str, pa.DataType]] = [(key, pa.string()), ("error", pa.string())]
+    if facts:
+        columns += list(_FACTS.items())
+    types = {"tags": _TAGS, "labels": _LABELS, "nsfw": _NSFW}
+    for name in fields:
+        if name == "embedding":
+            if not dim:
+                raise ValueError("an embedding column needs its dimension")
+            columns.append(("embedding", pa.list_(pa.float32(), dim)))
+        else:
+            columns.append((name, types[name]))
+    return pa.schema(columns, metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def records_to_table(records: Sequence[Record], schema: pa.Schema) -> pa.Table:
+    """Build one table from records (errors keep their row, with null job columns)."""
+    names = schema.names
+    key = names[0]
+    data: dict[str, Any] = {key: [r.path for r in records], "error": [r.error for r in records]}
+    for name in names[2:]:
+        if name in _FACTS:
+            data[name] = [getattr(r, name) for r in records]
+        elif name == "tags":
+            data[name] = [None if r.tags is None else [{"tag": t.tag, "score": t.score} for t in r.tags] for r in records]
+        elif name == "labels":
+            data[name] = [None if r.labels is None else [{"label": x.label, "score": x.score} for x in r.labels]
+                          for r in records]
+        elif name == "nsfw":
+            data[name] = [None if r.nsfw is None else {"label": r.nsfw.label, "score": r.nsfw.score,
+                                                        "scores": list(r.nsfw.scores.items()), "flagged": r.nsfw.flagged}
+                          for r in records]
+    arrays = [pa.array(data[n], schema.field(n).type) for n in names if n != "embedding"]
+    if "embedding" in names:
+        arrays.insert(names.index("embedding"), _embedding_array(records, schema.field("embedding").type.list_size))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def records_from_table(table: pa.Table) -> Iterator[Record]:
+    """Records back from a table written by `records_to_table` (e.g. Parquet from the Ray job)."""
+    names = table.schema.names
+    key = "path" if "path" in names else names[0]
+    embeddings = None
+    if "embedding" in names:
+        column = table.column("embedding").combine_chunks()
+        dim = column.type.list_size
+        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        valid = np.asarray(column.is_valid())
+        embeddings = (flat, dim, valid, np.cumsum(valid) - 1)
+    rest = table.drop_columns(["embedding"]) if embeddings is not None else table
+    for i, row in enumerate(rest.to_pylist()):
+        fields: dict[str, Any] = {f: row[f] for f in FACT_FIELDS if f in row}
+        if row.get("tags") is not None:
+            fields["tags"] = tuple(TagScore(t["tag"], t["score"]) for t in row["tags"])
+        if row.get("labels") is not None:
+            fields["labels"] = tuple(LabelScore(x["label"], x["score"]) for x in row["labels"])
+        if row.get("nsfw") is not None:
+            n = row["nsfw"]
+            fields["nsfw"] = NsfwResult(n["label"], n["score"], dict(n["scores"]), n["flagged"])
+        if embeddings is not None and embeddings[2][i]:
+            flat, dim, _, position = embeddings
+            fields["embedding"] = flat[position[i] * dim:(position[i] + 1) * dim].copy()
+        yield Record(path=row[key], error=row["error"], **fields)
+
+
+def _embedding_array(records: Sequence[Record], dim: int) -> pa.FixedSizeListArray:
+    present = np.array([r.error is None and r.embedding is not None for r in records], bool)
+    values = np.zeros((len(records), dim), np.float32)
+    for i, r in enumerate(records):
+        if present[i]:
+            values[i] = r.embedding
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dim,
+                                             mask=pa.array(~present) if not present.all() else None)

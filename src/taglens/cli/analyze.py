@@ -1,0 +1,147 @@
+"""``taglens analyze``: every job in one pass over the images (see docs/analyze.md).
+
+Each image is read and decoded once; JoyTag, SigLIP and the NSFW classifier each get their own
+tensor from that one decode; one record per image carries every job's fields. A thin use of
+`taglens.tasks.ModelSet` and `taglens.engine.run`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from taglens.cli.captions import caption_hook, caption_options, caption_writer
+from taglens.cli.options import input_options, output_options, runtime_options
+
+# Defaults repeated from taglens.tasks so that ``taglens --help`` never imports torch.
+DEFAULT_TASKS = "tag,nsfw"
+DEFAULT_TAGGER = "fancyfeast/joytag"
+DEFAULT_SIGLIP = "google/siglip-so400m-patch14-224"
+DEFAULT_NSFW = "Falconsai/nsfw_image_detection"
+DEFAULT_TEMPLATE = "This is a photo of {}."
+
+
+@click.command("analyze")
+@input_options
+@click.option("--tasks", default=DEFAULT_TASKS, show_default=True,
+              help="Comma-separated jobs: tag, classify, nsfw, embed (classify and embed share one SigLIP pass).")
+@click.option("--tagger", default=DEFAULT_TAGGER, show_default=True, help="JoyTag checkpoint: hub id or folder.")
+@click.option("--siglip", default=DEFAULT_SIGLIP, show_default=True,
+              help="SigLIP / SigLIP 2 / CLIP checkpoint for classify and embed: hub id or folder.")
+@click.option("--nsfw-model", default=DEFAULT_NSFW, show_default=True,
+              help="Image classifier for nsfw: hub id or folder.")
+@click.option("--tag-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+              help="tag: keep tags whose score is strictly greater than this.")
+@click.option("--thresholds-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tag: CSV of 'tag,threshold' rows that replace --tag-threshold for those tags.")
+@click.option("--tag-top-k", type=click.IntRange(min=1), default=None, help="tag: at most this many tags per image.")
+@click.option("--exclude", "-x", multiple=True, metavar="TAGS", help="tag: comma-separated tags never to report.")
+@click.option("--labels", "-l", multiple=True, metavar="'A,B,...'",
+              help="classify: comma-separated labels; repeat the flag to add more.")
+@click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="classify: a UTF-8 file with one label per line.")
+@click.option("--template", "-t", "templates", multiple=True, metavar="TEXT",
+              help=f"classify: prompt with '{{}}' for the label [default: '{DEFAULT_TEMPLATE}']; repeat to ensemble.")
+@click.option("--label-threshold", type=click.FloatRange(0, 1), default=None,
+              help="classify: keep labels whose score is at least this.")
+@click.option("--label-top-k", type=click.IntRange(min=1), default=None, help="classify: keep the k best labels.")
+@click.option("--nsfw-threshold", type=float, default=0.5, show_default=True,
+              help="nsfw: flag an image when a positive label's score is at or above this.")
+@click.option("--positive-label", default="nsfw", show_default=True,
+              help="nsfw: the label(s) that count as NSFW, comma-separated.")
+@runtime_options
+@output_options(("jsonl", "csv", "parquet"))
+@click.option("--resume", is_flag=True,
+              help="Append to an existing --output (jsonl or csv), skipping the paths it already holds.")
+@caption_options
+@click.pass_context
+def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: str, tagger: str, siglip: str,
+            nsfw_model: str, tag_threshold: float, thresholds_file: str | None, tag_top_k: int | None,
+            exclude: tuple[str, ...], labels: tuple[str, ...], labels_file: str | None, templates: tuple[str, ...],
+            label_threshold: float | None, label_top_k: int | None, nsfw_threshold: float, positive_label: str,
+            output: str | None, fmt: str, quiet: bool, resume: bool, **rest: Any) -> None:
+    """Run several jobs (tag, classify, nsfw, embed) in one pass: decode once, one record per image.
+
+    \b
+    Example:
+        taglens analyze photos/ --tasks tag,nsfw -o photos.jsonl
+        taglens analyze photos/ --tasks tag,classify,nsfw,embed --labels "a cat,a dog" -f parquet -o all.parquet
+        taglens analyze photos/ -o photos.jsonl --resume      # after an interrupted run
+    """
+    from taglens.arrow import fields_for_tasks
+    from taglens.cli.classify import collect_labels
+    from taglens.cli.runner import engine_options, exit_status, run_to_sink
+    from taglens.runtime import Placement
+    from taglens.tagging import TagSelection, split_tags
+    from taglens.tasks import ModelSet, TaskRequest, parse_tasks
+
+    caption = {k: rest.pop(k) for k in ("captions", "caption_dir", "caption_ext", "replace_underscores",
+                                         "escape_parens", "prefix", "existing")}
+    runtime = rest
+    task_names = parse_tasks(tasks)
+    writer = caption_writer(ctx, paths, **caption)
+    if writer is not None and "tag" not in task_names:
+        raise click.UsageError("--captions needs the tag task")
+    if resume and (output in (None, "-") or fmt == "parquet"):
+        raise click.UsageError("--resume appends to a jsonl or csv --output file")
+    try:
+        Placement.resolve(runtime["device"], runtime["dtype"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    request = TaskRequest(
+        tasks=task_names,
+        tag_selection=TagSelection.from_files(threshold=tag_threshold, thresholds_file=thresholds_file,
+                                              top_k=tag_top_k, exclude=[t for x in exclude for t in split_tags(x)]),
+        labels=tuple(collect_labels(labels, labels_file)) if "classify" in task_names else (),
+        templates=templates or (DEFAULT_TEMPLATE,),
+        classify_threshold=label_threshold,
+        classify_top_k=label_top_k,
+        nsfw_threshold=nsfw_threshold,
+        positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
+    )
+    models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
+                      dtype=runtime["dtype"])
+    jobs = models.jobs(request)
+    fields = fields_for_tasks(task_names)
+    sink, finish, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
+    try:
+        summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, quiet=quiet,
+                              on_record=caption_hook(writer), skip=skip)
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+    if writer is not None and not quiet:
+        click.echo(writer.summary(), err=True)
+    ctx.exit(exit_status(summary))
+
+
+def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool):
+    """(sink, finish(ok), skip) for the chosen format: a temporary file renamed at the end, or with
+    ``resume`` an append to the existing file that skips the paths it already holds."""
+    from taglens.resume import completed_paths, open_for_append
+    from taglens.sinks import CsvSink, JsonlSink, ParquetSink, open_text_output
+
+    if fmt == "parquet":
+        if output in (None, "-"):
+            raise click.UsageError("parquet output needs --output FILE")
+        dim = models.load_embedder().dim if models is not None else None
+        metadata = {f"taglens.{job.name}.model_id": job.model_id for job in jobs}
+        metadata |= {f"taglens.{job.name}.revision": job.revision for job in jobs}
+        sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=metadata)
+        return sink, lambda ok: sink.commit() if ok else sink.discard(), None
+    if resume:
+        done = completed_paths(output, fmt)
+        stream = open_for_append(output)
+        fresh = stream.tell() == 0
+        sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields, header=fresh)
+        return sink, lambda ok: stream.close(), (lambda path: path in done) if done else None
+    stream, target = open_text_output(output)
+    sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)
+
+    def finish(ok: bool) -> None:
+        if target is not None:
+            target.commit() if ok else target.discard()
+
+    return sink, finish, None
