@@ -28,7 +28,7 @@ def metric(client, name: str) -> float:
     return total
 
 
-def test_size_limits_are_413(make_client):
+def test_size_limits_are_413_and_too_many_images_422(make_client):
     client = make_client(max_request_bytes=64 * 1024, max_image_bytes=8 * 1024, max_images_per_request=3)
     big = encoded(1, "PNG", width=200, height=200)
     assert len(big) > 8 * 1024
@@ -37,9 +37,10 @@ def test_size_limits_are_413(make_client):
     as_json = client.post("/v1/tag", json={"images": [{"data": base64.b64encode(big).decode()}]})
     assert as_json.status_code == 413
     too_many = client.post("/v1/tag", files=upload(4))
-    assert too_many.status_code == 413 and "more than 3 images" in too_many.json()["detail"]
+    assert too_many.status_code == 422
+    assert too_many.json()["detail"][0]["msg"] == "4 images in one request; the limit is 3"
     too_many_json = client.post("/v1/tag", json={"images": [{"data": "AA=="}] * 4})
-    assert too_many_json.status_code == 413
+    assert too_many_json.status_code == 422 and too_many_json.json()["detail"][0]["loc"] == ["body", "images"]
     declared = client.post("/v1/tag", content=b"x" * (70 * 1024), headers={"content-type": "application/json"})
     assert declared.status_code == 413 and declared.json()["detail"] == "request body larger than 65536 bytes"
 

@@ -110,7 +110,8 @@ def serve(library_dir: str | None, log_level: str, allow_paths: tuple[str, ...],
                + (f", library {settings.library}" if settings.library else ", no library") + ")", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
                 server_header=False, proxy_headers=False, timeout_keep_alive=5,
-                limit_concurrency=max(64, 4 * settings.queue_size))
+                # a backstop against connection floods; the queue's own 503 (with Retry-After) comes first
+                limit_concurrency=1024 + 4 * settings.queue_size)
 
 
 def _library_folder(explicit: str | None) -> Path | None:

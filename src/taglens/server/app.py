@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = None
     app.state.model_identities = []
 
-    auth = [Depends(require_api_key)]
+    auth = [Depends(require_api_key)] if settings.auth_required else []  # the schema shows it only when on
     for module in (tag, classify, nsfw, embed, analyze, search, images):
         app.include_router(module.router, dependencies=auth)
     app.include_router(health.router, dependencies=auth)
@@ -147,9 +147,13 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         _, defs = models_json_schema([(model, "validation") for _, model, _ in BODIES],
                                      ref_template="#/components/schemas/{model}")
         components.update(defs.get("$defs", {}))
+        limit = app.state.settings.max_images_per_request
         for name, json_model, options in BODIES:
             components[f"{name}Json"] = components.pop(json_model.__name__)
             components[f"{name}Form"] = form_schema(options, files_required=name != "Search")
+            if name != "Search":  # the configured limit, so that the schema says what is accepted
+                components[f"{name}Json"]["properties"]["images"]["maxItems"] = limit
+                components[f"{name}Form"]["properties"]["files"]["maxItems"] = limit
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -162,9 +166,13 @@ def form_schema(options: type[BaseModel], *, files_required: bool) -> dict[str, 
                                             "minItems": 1 if files_required else 0,
                                             "description": "The images, one file field each."}}
     for name, prop in base.get("properties", {}).items():
-        if prop.get("type") == "object":
-            prop = {"type": "string", "title": prop.get("title", name),
-                    "description": "A JSON object: " + prop.get("description", ""), "contentMediaType": "application/json"}
+        choices = [p for p in prop.get("anyOf", []) if p.get("type") != "null"]
+        if len(choices) == 1:  # a form field is absent or has a value: never null
+            prop = {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **choices[0]}
+        if prop.get("type") == "object":  # per-tag thresholds: repeated TAG=VALUE fields
+            prop = {"type": "array", "title": prop.get("title", name), "description": prop.get("description", ""),
+                    "items": {"type": "string", "pattern": schemas.THRESHOLD_FIELD, "maxLength": 300},
+                    "maxItems": prop.get("maxProperties", 10_000)}
         properties[name] = prop
     out: dict[str, Any] = {"type": "object", "title": f"{options.__name__} form", "properties": properties,
                            "additionalProperties": False}

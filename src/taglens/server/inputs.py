@@ -4,7 +4,8 @@
   (lists comma-separated like the CLI's flags, or the field repeated; ``thresholds`` as JSON).
 - ``application/json``: ``{"images": [{"data": "<base64>"} | {"path": "..."}], ...options}``.
 
-Limits, checked here: the number of images (413), each image's size (413), declared content
+Limits, checked here: the number of images (422, like any list too long for the schema, whose
+``maxItems`` is the configured limit), each image's size (413), declared content
 types (415: only ``image/*`` and ``application/octet-stream`` uploads), and paths, which must lie
 inside a folder given with ``--allow-path`` after every symlink is resolved (403 otherwise).
 Option errors are 422 in FastAPI's usual shape.
@@ -16,6 +17,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -24,13 +26,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from taglens.server.schemas import ImageData, ImagePath
+from taglens.server.schemas import THRESHOLD_FIELD, ImageData, ImagePath
 from taglens.server.service import NamedSource
 from taglens.server.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
 FILE_FIELD = "files"
+MAX_FIELDS = 25_000  # room for every list option at its schema's maxItems; beyond: 400
 UPLOAD_TYPES = ("image/", "application/octet-stream")
 # options never split at commas: a prompt template may hold one
 NO_SPLIT = frozenset({"templates", "q", "minus"})
@@ -68,7 +71,7 @@ async def _read_json(request: Request, model: type[M], settings: Settings) -> tu
                                        "input": None}])
     items = data.get("images")
     if isinstance(items, list) and len(items) > settings.max_images_per_request:
-        raise HTTPException(413, f"{len(items)} images in one request; the limit is {settings.max_images_per_request}")
+        raise too_many(len(items), settings, "images")
     options = validate(model, data)
     images = [_json_image(i, item, settings) for i, item in enumerate(getattr(options, "images", []))]
     return options, images
@@ -87,8 +90,13 @@ def _json_image(index: int, item: ImageData | ImagePath, settings: Settings) -> 
     return NamedSource(item.name or f"<image {index}>", raw)
 
 
+def too_many(n: int, settings: Settings, field: str) -> RequestValidationError:
+    limit = settings.max_images_per_request
+    return RequestValidationError([{"type": "too_long", "loc": ["body", field], "input": None,
+                                    "msg": f"{n} images in one request; the limit is {limit}"}])
+
+
 def _padded(text: str) -> str:
-    text = "".join(text.split())
     return text + "=" * (-len(text) % 4)
 
 
@@ -108,11 +116,11 @@ def allowed_path(text: str, settings: Settings) -> str:
 async def _read_multipart(request: Request, model: type[M], settings: Settings,
                           images_required: bool) -> tuple[M, list[NamedSource]]:
     limit = settings.max_images_per_request
-    form = await request.form(max_files=limit + 1, max_fields=1000, max_part_size=1024 * 1024)
+    form = await request.form(max_files=limit + 1, max_fields=MAX_FIELDS, max_part_size=1024 * 1024)
     try:
         uploads = [v for v in form.getlist(FILE_FIELD)]
         if len(uploads) > limit:
-            raise HTTPException(413, f"more than {limit} images in one request")
+            raise too_many(len(uploads), settings, FILE_FIELD)
         images = []
         for i, upload in enumerate(uploads):
             if not isinstance(upload, UploadFile):
@@ -149,13 +157,21 @@ def _form_fields(form: Any, model: type[BaseModel]) -> dict[str, Any]:
             out[key] = [part for v in values for part in (v.split(",") if key not in NO_SPLIT else [v])
                         if part.strip() or key in NO_SPLIT]
         elif shape is dict:
-            try:
-                out[key] = json.loads(values[-1])
-            except ValueError:
-                raise RequestValidationError([{"type": "json_invalid", "loc": ["body", key],
-                                               "msg": "must be a JSON object", "input": None}]) from None
+            out[key] = _pairs(key, values)
         else:
             out[key] = values[-1] if len(values) == 1 else values
+    return out
+
+
+def _pairs(key: str, values: list[str]) -> dict[str, str]:
+    """``["long_hair=0.3", "=_==0.5"]`` -> ``{"long_hair": "0.3", "=_=": "0.5"}`` (split at the last '=')."""
+    out = {}
+    for i, value in enumerate(values):
+        name, _, number = value.rpartition("=")
+        if not re.fullmatch(THRESHOLD_FIELD, value):
+            raise RequestValidationError([{"type": "value_error", "loc": ["body", key, i],
+                                           "msg": "expected TAG=VALUE", "input": value[:200]}])
+        out[name] = number
     return out
 
 

@@ -20,6 +20,13 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 TopK = Annotated[int, Field(ge=1, le=100_000)]
 Task = Literal["tag", "classify", "nsfw", "embed"]
+# standard alphabet, padding optional, no whitespace: what the schema says is exactly what decodes
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$"
+# one '{}' where the label goes, no other braces (what str.format accepts with one argument)
+TEMPLATE = r"^[^{}]*\{\}[^{}]*$"
+Template = Annotated[str, Field(min_length=2, max_length=500, pattern=TEMPLATE)]
+# a per-tag threshold as a form field: TAG=VALUE (the last '=' splits; tags may contain '=')
+THRESHOLD_FIELD = r"^.+=(?:0(?:\.[0-9]{1,8})?|1(?:\.0{1,8})?|\.[0-9]{1,8})$"
 
 
 class Strict(BaseModel):
@@ -32,7 +39,8 @@ class Strict(BaseModel):
 class ImageData(Strict):
     """An image's bytes, base64-encoded (standard alphabet, padding optional)."""
 
-    data: str = Field(min_length=1, description="The encoded image file (JPEG, PNG, WebP, ...), base64.")
+    data: str = Field(min_length=2, pattern=BASE64, json_schema_extra={"format": "byte"},
+                      description="The encoded image file (JPEG, PNG, WebP, ...), base64 without line breaks.")
     name: str | None = Field(None, max_length=1000, description="Echoed as the record's path.")
 
 
@@ -69,7 +77,8 @@ class TagOptions(Strict):
 
     threshold: Probability = 0.4
     thresholds: dict[str, Probability] = Field(default_factory=dict, max_length=10_000,
-                                               description="Per-tag thresholds replacing `threshold`.")
+                                               description="Per-tag thresholds replacing `threshold` "
+                                                           "(in a form: fields `TAG=VALUE`).")
     top_k: TopK | None = None
     exclude: list[Name] = Field(default_factory=list, max_length=10_000)
 
@@ -84,7 +93,7 @@ class ClassifyOptions(Strict):
     """``taglens classify``: SigLIP's probability per label (CLIP: softmax over the labels)."""
 
     labels: list[Name] = Field(min_length=1, max_length=1000)
-    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
+    templates: list[Template] = Field(
         default_factory=lambda: [DEFAULT_TEMPLATE], min_length=1, max_length=50,
         description="Prompts with '{}' where the label goes; several are averaged.")
     threshold: Probability | None = None
@@ -132,11 +141,12 @@ class AnalyzeOptions(Strict):
 
     tasks: list[Task] = Field(default_factory=lambda: ["tag", "nsfw"], min_length=1, max_length=4)
     tag_threshold: Probability = 0.4
-    thresholds: dict[str, Probability] = Field(default_factory=dict, max_length=10_000)
+    thresholds: dict[str, Probability] = Field(default_factory=dict, max_length=10_000,
+                                               description="tag: per-tag thresholds (in a form: fields `TAG=VALUE`).")
     tag_top_k: TopK | None = None
     exclude: list[Name] = Field(default_factory=list, max_length=10_000)
     labels: list[Name] = Field(default_factory=list, max_length=1000)
-    templates: list[Annotated[str, Field(min_length=2, max_length=500)]] = Field(
+    templates: list[Template] = Field(
         default_factory=lambda: [DEFAULT_TEMPLATE], min_length=1, max_length=50)
     label_threshold: Probability | None = None
     label_top_k: TopK | None = None

@@ -33,6 +33,8 @@ from taglens.server.metrics import Metrics
 from taglens.server.settings import Settings
 from taglens.tasks import ModelSet, TaskRequest
 
+JOB_CACHE = 256  # distinct option sets whose jobs are kept
+
 
 class QueueFull(Exception):
     """The bounded queue cannot take this request now; ``retry_after`` is a hint in seconds."""
@@ -67,6 +69,7 @@ class Service:
                                     draft=settings.draft)
         self._lock = threading.Lock()
         self._admitted = 0
+        self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
         metrics.queue_depth.set_function(lambda: self._admitted)
         metrics.batcher_pending.set_function(lambda: self.batcher.pending)
@@ -83,11 +86,18 @@ class Service:
         self.models.load_embedder()
         self.models.load_nsfw()
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 (the service lives as long as the process)
-    def jobs(self, request: TaskRequest) -> tuple[Job, ...]:
+    async def jobs(self, request: TaskRequest) -> tuple[Job, ...]:
         """The jobs for a request, made once per distinct set of options (tag selections are bound
-        to the tag list, labels embedded through the shared label cache)."""
-        return tuple(self.models.jobs(request))
+        to the tag list, labels embedded through the shared label cache) in a worker thread, since
+        embedding new labels runs the text tower; later requests with the same options reuse them."""
+        found = self._jobs.get(request)
+        if found is None:
+            found = tuple(await asyncio.get_running_loop().run_in_executor(None, self.models.jobs, request))
+            with self._lock:
+                self._jobs[request] = found
+                while len(self._jobs) > JOB_CACHE:
+                    self._jobs.pop(next(iter(self._jobs)))
+        return found
 
     # ---- admission ------------------------------------------------------------------------------
 

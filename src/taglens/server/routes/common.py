@@ -15,7 +15,6 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from taglens.server.inputs import read_request
 from taglens.server.schemas import ErrorOut, ImageErrorsOut, ResultsOut
@@ -24,13 +23,15 @@ from taglens.server.settings import Settings
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ResultsOut, "description": "One record per image, in request order."},
+    400: {"model": ErrorOut, "description": "A malformed multipart body (or one with too many fields)."},
     401: {"model": ErrorOut, "description": "An API key is required and was missing or wrong."},
     403: {"model": ErrorOut, "description": "A path outside the allowed folders, or a cross-origin request."},
     408: {"model": ErrorOut, "description": "The request body did not arrive in time."},
-    413: {"model": ErrorOut, "description": "Too many images, an image too large, or the body too large."},
+    413: {"model": ErrorOut, "description": "An image or the whole body too large."},
     415: {"model": ErrorOut, "description": "Neither multipart/form-data nor JSON, or an upload that is not an image."},
     422: {"model": ImageErrorsOut | ErrorOut,
-          "description": "Invalid options, or no image could be decoded (each image's reason in `results`)."},
+          "description": "Invalid options, too many images, or no image could be processed (each image's "
+                         "reason in `results`)."},
     503: {"model": ErrorOut, "description": "The image queue is full; retry after `Retry-After` seconds.",
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
     504: {"model": ErrorOut, "description": "Not done within the request timeout."},
@@ -48,7 +49,7 @@ def request_body(name: str) -> dict[str, Any]:
 async def run_images(request: Request, json_model: type[BaseModel], service: Service, settings: Settings) -> Response:
     options, images = await read_request(request, json_model, settings)
     task = options.task_request()  # type: ignore[attr-defined]
-    jobs = await run_in_threadpool(service.jobs, task)
+    jobs = await service.jobs(task)
     with service.admit(len(images)):
         records = await service.run(images, jobs)
     results = [record.to_json() for record in records]
