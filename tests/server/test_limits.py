@@ -63,6 +63,7 @@ def test_unsupported_types_are_415(client):
     assert html.status_code == 415 and "text/html" in html.json()["detail"]
     pdf = client.post("/v1/search", files=[("files", ("x.pdf", b"%PDF-1.4", "application/pdf"))])
     assert pdf.status_code == 415
+    assert metric(client, 'taglens_rejected_total{reason="unsupported_type"}') >= 5
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from taglens.errors import LibraryError, TaglensError
 from taglens.server.service import QueueFull, RequestTimedOut
@@ -22,7 +24,16 @@ from taglens.server.service import QueueFull, RequestTimedOut
 log = logging.getLogger("taglens.server")
 
 
+COUNTED = {408: "body_timeout", 413: "too_large", 415: "unsupported_type"}
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def counted(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code in COUNTED:
+            request.app.state.metrics.rejected.labels(COUNTED[exc.status_code]).inc()
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": str(exc.retry_after)})
