@@ -122,8 +122,8 @@ def test_every_library_command_has_an_example():
             assert "Example:" in (c.help or ""), c.name
 
 
-def test_import_subcommand_slot_is_free():
-    assert set(cli.commands["library"].commands) == {"stats", "verify", "prune"}
+def test_library_subcommands():
+    assert set(cli.commands["library"].commands) == {"stats", "verify", "prune", "import"}
 
 
 def test_new_photos_need_no_flag_to_search(env):
