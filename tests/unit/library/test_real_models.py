@@ -172,3 +172,17 @@ def test_reindexing_an_unchanged_folder_loads_no_model_and_imports_no_torch(chec
     env = dict(os.environ, PYTHONPATH=str(SRC))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == '[7, 0, 0, [], false]'
+
+
+def test_an_nsfw_classifier_without_an_nsfw_label_filters_by_its_unsafe_labels(checkpoints, photo_folder, tmp_path):
+    lib = Library.open(tmp_path / "lib")
+    [source] = load_models(tagger=None, siglip=None, nsfw_model=checkpoints["vit_multi"], device="cpu")
+    assert source.job().positive_labels == ("porn", "hentai", "sexy")
+    lib.index([photo_folder], [source], options=OPTIONS)
+    paths = paths_of(photo_folder)
+    scores = {r.path: r.nsfw.scores for r in NsfwDetector.from_pretrained(
+        checkpoints["vit_multi"], device="cpu", positive_label="porn")(paths)}
+    unsafe = {p: max(s["porn"], s["hentai"], s["sexy"]) for p, s in scores.items()}
+    cut = float(np.median(list(unsafe.values())))
+    assert {h.path for h in lib.search(max_nsfw=cut, limit=100)} == {p for p in paths if unsafe[p] <= cut}
+    lib.close()
