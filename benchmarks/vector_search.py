@@ -1,7 +1,7 @@
 """Vector search over random unit vectors: exact scans, quantised scans with exact rerank, HNSW, IVF.
 
     python benchmarks/vector_search.py                       # the goal's data: 1,000,000 x 1152 (~12 min)
-    python benchmarks/vector_search.py --n 100000 --hnsw-n 20000          # a few minutes
+    python benchmarks/vector_search.py --n 100000 --hnsw-n 10000          # a few minutes
     python benchmarks/vector_search.py --n 200000 --clusters 1000         # structured, like real embeddings
     python benchmarks/vector_search.py --methods rabitq2                  # 2-bit RaBitQ (a 4-minute build)
 
@@ -122,7 +122,7 @@ def main() -> None:
                     help="sizes at which to time the float32 exact scan (ExactIndex)")
     ap.add_argument("--brute-queries", type=int, default=20)
     ap.add_argument("--candidates", default="1000,3000,10000,20000", help="rabitq/binary: candidates reranked")
-    ap.add_argument("--hnsw-n", type=int, default=50_000,
+    ap.add_argument("--hnsw-n", type=int, default=20_000,
                     help="vectors in the HNSW graphs and IVF (a 1,000,000-vector graph takes well over 30 min "
                          "to build on 2 cores)")
     ap.add_argument("--hnsw-m", default="16,32", help="HNSW connectivity values")
