@@ -101,7 +101,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
     )
     models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
-                      dtype=runtime["dtype"])
+                      dtype=runtime["dtype"], compile=runtime["compile_models"])
     jobs = models.jobs(request)
     fields = fields_for_tasks(task_names)
     sink, finish, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)

@@ -58,6 +58,8 @@ def classify(paths: tuple[str, ...], recursive: bool, labels: tuple[str, ...], l
     """
     names = collect_labels(labels, labels_file)
     embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    if runtime["compile_models"]:
+        embedder.compile()
     with echo_truncation_warnings():
         job = embedder.job(names, templates=templates or (DEFAULT_TEMPLATE,), threshold=threshold, top_k=top_k)
     stream, target = open_text_output(output)

@@ -46,6 +46,8 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
         raise click.UsageError("nothing to embed: give image PATHs or --text 'some text'")
     fmt = output_format(output, fmt)
     embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    if runtime["compile_models"]:
+        embedder.compile()
     metadata = {"taglens.model_id": embedder.model_id, "taglens.revision": embedder.revision,
                 "taglens.kind": embedder.kind, "taglens.dim": str(embedder.dim)}
     if texts:

@@ -97,6 +97,8 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
                                                 positive_label=positive_label, threshold=threshold)
     except ValueError as exc:  # device, dtype or threshold out of range (labels raise TaglensError)
         raise click.UsageError(str(exc)) from None
+    if runtime["compile_models"]:
+        detector.compile()
 
     quarantine = None
     roots = None

@@ -70,6 +70,8 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
         exclude=[t for text in exclude for t in split_tags(text)], exclude_file=exclude_file,
     )
     tagger = Tagger.from_pretrained(model, revision, device=runtime["device"], dtype=runtime["dtype"])
+    if runtime["compile_models"]:
+        tagger.compile()
     job = tagger.job(selection)
     on_record = caption_hook(writer)
 
