@@ -72,6 +72,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
+    from taglens.sinks import committing
     from taglens.runtime import Placement
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
@@ -101,25 +102,21 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
     )
     models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
-                      dtype=runtime["dtype"])
+                      dtype=runtime["dtype"], compile=runtime["compile_models"])
     jobs = models.jobs(request)
     fields = fields_for_tasks(task_names)
-    sink, finish, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
-    try:
+    sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
+    with committing(target):
         summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, quiet=quiet,
                               on_record=caption_hook(writer), skip=skip)
-    except BaseException:
-        finish(False)
-        raise
-    finish(True)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     ctx.exit(exit_status(summary))
 
 
 def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool):
-    """(sink, finish(ok), skip) for the chosen format: a temporary file renamed at the end, or with
-    ``resume`` an append to the existing file that skips the paths it already holds."""
+    """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
+    the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
     from taglens.resume import completed_paths, open_for_append
     from taglens.sinks import CsvSink, JsonlSink, ParquetSink, open_text_output
 
@@ -130,18 +127,12 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
         metadata = {f"taglens.{job.name}.model_id": job.model_id for job in jobs}
         metadata |= {f"taglens.{job.name}.revision": job.revision for job in jobs}
         sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=metadata)
-        return sink, lambda ok: sink.commit() if ok else sink.discard(), None
+        return sink, sink, None
     if resume:
         done = completed_paths(output, fmt)
-        stream = open_for_append(output)
-        fresh = stream.tell() == 0
-        sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields, header=fresh)
-        return sink, lambda ok: stream.close(), (lambda path: path in done) if done else None
+        appended = open_for_append(output)
+        fresh = appended.stream.tell() == 0
+        sink = JsonlSink(appended.stream) if fmt == "jsonl" else CsvSink(appended.stream, fields, header=fresh)
+        return sink, appended, (lambda path: path in done) if done else None
     stream, target = open_text_output(output)
-    sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)
-
-    def finish(ok: bool) -> None:
-        if target is not None:
-            target.commit() if ok else target.discard()
-
-    return sink, finish, None
+    return (JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)), target, None
