@@ -4,6 +4,7 @@
     python benchmarks/vector_search.py --n 100000 --hnsw-n 10000          # a few minutes
     python benchmarks/vector_search.py --n 200000 --clusters 1000         # structured, like real embeddings
     python benchmarks/vector_search.py --methods rabitq2                  # 2-bit RaBitQ (a 4-minute build)
+    python benchmarks/vector_search.py --methods hnsw --hnsw-m 16,32,64   # the connectivity sweep
 
 Prints, for each method: top-20 p50/p95 latency of single queries (each query alone, as
 ``taglens search`` runs), recall@20 against an exact float32 search, build time and memory.
@@ -125,7 +126,7 @@ def main() -> None:
     ap.add_argument("--hnsw-n", type=int, default=20_000,
                     help="vectors in the HNSW graphs and IVF (a 1,000,000-vector graph takes well over 30 min "
                          "to build on 2 cores)")
-    ap.add_argument("--hnsw-m", default="16,32", help="HNSW connectivity values")
+    ap.add_argument("--hnsw-m", default="32", help="HNSW connectivity values (the library uses 32; try 16,32,64)")
     ap.add_argument("--ef", default="256,1024,4096", help="HNSW expansion_search values")
     ap.add_argument("--ivf-lists", type=int, default=256)
     ap.add_argument("--nprobe", default="16,64")
