@@ -1,5 +1,5 @@
 """``taglens analyze --engine``: the options that do not fit the chosen engine are refused before
-any model loads or Ray starts (the Ray runs themselves are in tests/ray)."""
+any model loads or Ray starts (the Ray runs themselves are in tests/distributed)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def ray_cluster():
 
     from taglens.distributed import ray_init_arguments
 
-    runtime_env = {"env_vars": {"PYTHONPATH": str(ROOT)}, "worker_process_setup_hook": "tests.ray.hooks.install"}
+    runtime_env = {"env_vars": {"PYTHONPATH": str(ROOT)}, "worker_process_setup_hook": "tests.distributed.hooks.install"}
     ray.init(**ray_init_arguments(num_cpus=2, runtime_env=runtime_env))
     try:
         yield ray

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -109,7 +108,7 @@ def test_rows_equal_the_local_engines_records(first_run, checkpoints):
 
 def test_a_worker_that_dies_is_retried(first_run):
     died = first_run.folder / "die-once.png.died"
-    assert died.exists()  # the hook in tests/ray/hooks.py ended the first worker that read it
+    assert died.exists()  # the hook in tests/distributed/hooks.py ended the first worker that read it
     row = first_run.rows[str(first_run.folder / "die-once.png")]
     assert row.error is None and row.tags is not None
 
