@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class Plan:
 def plan_for(models: ModelSet, request: TaskRequest, options: EngineOptions) -> Plan:
     """Load the request's models on the CPU to read their transforms, identity and embedding
     size; the weights are dropped on return (the actors load their own)."""
-    probe = ModelSet(**model_arguments(models) | {"device": "cpu", "dtype": "float32"})
+    probe = ModelSet(**model_arguments(models) | {"device": "cpu", "dtype": "float32", "compile": False})
     jobs = probe.jobs(request)
     transforms, decode = engine.job_transforms(jobs, options)
     dim = probe.load_embedder().dim if "embed" in request.tasks else None
@@ -107,9 +107,10 @@ def plan_for(models: ModelSet, request: TaskRequest, options: EngineOptions) -> 
 
 
 def model_arguments(models: ModelSet) -> dict[str, Any]:
-    """What a `ModelSet` is built from (it travels to the actors; loaded weights do not)."""
-    return {"tagger": models.tagger, "siglip": models.siglip, "nsfw_model": models.nsfw_model,
-            "device": models.device, "dtype": models.dtype}
+    """What a `ModelSet` is built from (checkpoints, device, dtype, compile): it travels to the
+    actors, loaded weights do not."""
+    return {f.name: getattr(models, f.name) for f in fields(models)
+            if f.init and not f.name.startswith("_")}
 
 
 def analyze(

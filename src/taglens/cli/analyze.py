@@ -90,6 +90,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
+    from taglens.sinks import committing
     from taglens.runtime import Placement
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
@@ -125,7 +126,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
     )
     models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
-                      dtype=runtime["dtype"])
+                      dtype=runtime["dtype"], compile=runtime["compile_models"])
     if engine == "ray":
         from taglens.distributed import RayOptions
 
@@ -134,14 +135,10 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
                             resume=resume, quiet=quiet))
     jobs = models.jobs(request)
     fields = fields_for_tasks(task_names)
-    sink, finish, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
-    try:
+    sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
+    with committing(target):
         summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, quiet=quiet,
                               on_record=caption_hook(writer), skip=skip)
-    except BaseException:
-        finish(False)
-        raise
-    finish(True)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     ctx.exit(exit_status(summary))
@@ -182,8 +179,8 @@ def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: An
 
 
 def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool):
-    """(sink, finish(ok), skip) for the chosen format: a temporary file renamed at the end, or with
-    ``resume`` an append to the existing file that skips the paths it already holds."""
+    """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
+    the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
     from taglens.arrow import job_metadata
     from taglens.resume import completed_paths, open_for_append
     from taglens.sinks import CsvSink, JsonlSink, ParquetSink, open_text_output
@@ -193,18 +190,12 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
             raise click.UsageError("parquet output needs --output FILE")
         dim = models.load_embedder().dim if models is not None else None
         sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=job_metadata(jobs))
-        return sink, lambda ok: sink.commit() if ok else sink.discard(), None
+        return sink, sink, None
     if resume:
         done = completed_paths(output, fmt)
-        stream = open_for_append(output)
-        fresh = stream.tell() == 0
-        sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields, header=fresh)
-        return sink, lambda ok: stream.close(), (lambda path: path in done) if done else None
+        appended = open_for_append(output)
+        fresh = appended.stream.tell() == 0
+        sink = JsonlSink(appended.stream) if fmt == "jsonl" else CsvSink(appended.stream, fields, header=fresh)
+        return sink, appended, (lambda path: path in done) if done else None
     stream, target = open_text_output(output)
-    sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)
-
-    def finish(ok: bool) -> None:
-        if target is not None:
-            target.commit() if ok else target.discard()
-
-    return sink, finish, None
+    return (JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)), target, None
