@@ -1,9 +1,10 @@
 """How the Ray engine's throughput scales with the number of CPU model actors (1, 2, ...).
 
 The model is the full-size ViT-B/16 224 classifier of ``Falconsai/nsfw_image_detection``'s shape
-with **random weights** (`taglens.testing.write_vit_classifier`; ``--preset tiny`` for the test
-suite's tiny one, which measures Ray's own overhead), so no network is needed and the scores mean
-nothing: this measures speed only. Inputs are photo-like 640x480 JPEG files on disk.
+with **random weights** (`common.checkpoint("nsfw")`, cached in TAGLENS_BENCH_DIR; ``--preset
+tiny`` for the test suite's tiny one, which measures Ray's own overhead), so no network is needed
+and the scores mean nothing: this measures speed only. Inputs are photo-like 640x480 JPEG files
+on disk (`common.make_photos`).
 
 For each actor count, one local Ray instance (``--cpus`` logical CPUs, default actors + 1, so the
 decode tasks always have a CPU) runs the Ray Data pipeline of ``taglens analyze --engine ray``
@@ -26,40 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from common import checkpoint, make_photos
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from taglens import distributed, engine  # noqa: E402
-from taglens.engine import EngineOptions  # noqa: E402
-from taglens.locations import list_locations  # noqa: E402
-from taglens.tasks import ModelSet, TaskRequest  # noqa: E402
-from taglens.testing import write_vit_classifier  # noqa: E402
-
-
-def make_images(folder: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[str]:
-    """Smooth gradients with noise and blocks, saved as JPEG quality 90."""
-    rng = np.random.default_rng(0)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        base = np.stack([x * 255 / w, y * 255 / h, ((x + y + 37 * i) % 256)], -1).astype(np.float32)
-        base += rng.normal(0, 12, base.shape)
-        for _ in range(4):
-            x0, y0 = rng.integers(0, w - 64), rng.integers(0, h - 64)
-            base[y0:y0 + 64, x0:x0 + 64] = rng.integers(0, 256, 3)
-        path = folder / f"img{i:04d}.jpg"
-        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(str(path))
-    return paths
+from taglens import distributed, engine
+from taglens.engine import EngineOptions
+from taglens.locations import list_locations
+from taglens.tasks import ModelSet, TaskRequest
+from taglens.testing import write_vit_classifier
 
 
 def run_ray(folders: list[Path], models: ModelSet, request: TaskRequest, options: EngineOptions, actors: int,
@@ -90,7 +68,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--actors", default="1,2", help="comma-separated actor counts")
     parser.add_argument("--cpus", type=int, default=None, help="logical CPUs of the local Ray [default: actors + 1]")
-    parser.add_argument("--preset", default="vit-base-patch16-224", help="vit-base-patch16-224 or tiny")
+    parser.add_argument("--preset", default="full", help="full (ViT-B/16 224) or tiny")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--files-per-task", type=int, default=8)
     args = parser.parse_args()
@@ -98,13 +76,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        kwargs = {} if args.preset == "tiny" else {"preset": args.preset}
-        checkpoint = write_vit_classifier(root / "vit", **kwargs)
+        model = write_vit_classifier(root / "vit") if args.preset == "tiny" else checkpoint("nsfw")
         warm, small, large = root / "warm-up", root / "small", root / "large"
-        make_images(warm, 2 * args.batch_size)
-        make_images(small, args.images)
-        make_images(large, 2 * args.images)
-        models = ModelSet(nsfw_model=checkpoint)
+        make_photos(warm, 2 * args.batch_size, [(640, 480)], seed=1)
+        make_photos(small, args.images, [(640, 480)], seed=2)
+        make_photos(large, 2 * args.images, [(640, 480)], seed=3)
+        models = ModelSet(nsfw_model=model)
         request = TaskRequest(tasks=("nsfw",))
         options = EngineOptions(batch_size=args.batch_size)
 
