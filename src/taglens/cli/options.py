@@ -49,10 +49,10 @@ runtime_options = stack(
 )
 
 
-def output_options(formats: tuple[str, ...]) -> F:
+def output_options(formats: tuple[str, ...], *, output_help: str | None = None, dir_okay: bool = False) -> F:
     return stack(
-        click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-                     help="Write here instead of stdout (written to a temporary file, renamed when done)."),
+        click.option("--output", "-o", type=click.Path(dir_okay=dir_okay, allow_dash=True), default=None,
+                     help=output_help or "Write here instead of stdout (written to a temporary file, renamed when done)."),
         click.option("--format", "-f", "fmt", type=click.Choice(formats), default=formats[0], show_default=True,
                      help="Output format."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line."),
