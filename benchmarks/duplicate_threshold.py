@@ -63,7 +63,7 @@ def main() -> None:
     from taglens.library.models import load_embedder
 
     embedder = load_embedder(args.siglip, None, device=args.device)
-    job = embedder.job(embed=True)
+    job = embedder.job(embedding=True)
     originals = [picture(i) for i in range(args.images)]
     items = [(i, "original", im) for i, im in enumerate(originals)]
     items += [(i, name, v) for i, im in enumerate(originals) for name, v in variants(im).items()]

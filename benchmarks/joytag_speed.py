@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,11 +38,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
 
 from taglens.models.joytag import load_model, load_tags  # noqa: E402
 from taglens.tagging import Tagger  # noqa: E402
-from taglens.testing import write_joytag  # noqa: E402
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -82,25 +79,6 @@ def reference_run(model, tags, paths, autocast: bool) -> list[str]:
 # ----------------------------------------------------------------------------- setup
 
 
-def make_images(folder: Path, count: int) -> list[Path]:
-    """Photo-like JPEGs (gradients, blocks, noise) of a few common sizes and orientations."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        w, h = SIZES[i % len(SIZES)]
-        y, x = np.mgrid[0:h, 0:w]
-        base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], -1)
-        for _ in range(6):
-            x0, y0 = rng.integers(0, w - w // 5), rng.integers(0, h - h // 5)
-            base[y0:y0 + h // 5, x0:x0 + w // 5] = rng.integers(0, 256, 3)
-        base += rng.normal(0, 8, base.shape)
-        path = folder / f"img_{i:03d}.jpg"
-        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=8, help="files per timed round of each row")
@@ -108,55 +86,52 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--no-autocast-row", action="store_true", help="skip the reference + autocast row")
-    parser.add_argument("--workdir", default=None, help="where to write the checkpoint and images (default: a temp dir)")
+    parser.add_argument("--workdir", default=None, help="where the checkpoint and images are cached (default: $TAGLENS_BENCH_DIR or /tmp/taglens-bench)")
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.workdir or tmp)
-        folder = work / "joytag-released-random"
-        if not (folder / "model.safetensors").exists():
-            write_joytag(folder, "released", seed=0)
-        paths = make_images(work / "images", args.images)
-        tags = load_tags(folder)
-        print(f"JoyTag full-size configuration, RANDOM weights (speeds only); {args.images} JPEGs from "
-              f"500x750 to 1200x675, best of {args.rounds} interleaved rounds; torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
+    work = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    folder = checkpoint("joytag", work)
+    paths = make_photos(work / "photos-mixed", args.images, SIZES)
+    tags = load_tags(folder)
+    print(f"JoyTag full-size configuration, RANDOM weights (speeds only); {args.images} JPEGs from "
+          f"500x750 to 1200x675, best of {args.rounds} interleaved rounds; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
 
-        probe = [Image.open(p).convert("RGB") for p in paths[:2]]
-        reference = load_model(folder).eval()
-        with torch.no_grad():
-            ref_scores = torch.cat([reference(reference_prepare(im, 448)[None]).sigmoid() for im in probe]).numpy()
+    probe = [Image.open(p).convert("RGB") for p in paths[:2]]
+    reference = load_model(folder).eval()
+    with torch.no_grad():
+        ref_scores = torch.cat([reference(reference_prepare(im, 448)[None]).sigmoid() for im in probe]).numpy()
 
-        # Each row: (name, dtype, batch, score difference on the probe images, warm-up, timed run).
-        rows = [("reference (README, one by one)", "float32", 1, 0.0,
-                 lambda: reference_run(reference, tags, paths[:1], False),
-                 lambda: reference_run(reference, tags, paths, False))]
-        if not args.no_autocast_row:
-            with torch.no_grad(), torch.autocast("cpu"):
-                diff = np.abs(torch.cat([reference(reference_prepare(im, 448)[None]).float().sigmoid()
-                                         for im in probe]).numpy() - ref_scores).max()
-            rows.append(("reference + CPU autocast", "bfloat16", 1, float(diff),
-                         lambda: reference_run(reference, tags, paths[:1], True),
-                         lambda: reference_run(reference, tags, paths, True)))
-        for dtype in args.dtypes.split(","):
-            tagger = Tagger.from_pretrained(folder, device="cpu", dtype=dtype)
-            diff = float(np.abs(tagger.scores(np.stack([tagger.transform(im) for im in probe])) - ref_scores).max())
-            for batch in batch_sizes:
-                rows.append(("taglens", dtype, batch, diff,
-                             lambda t=tagger, b=batch: t(paths[:b], THRESHOLD, batch_size=b),
-                             lambda t=tagger, b=batch: t(paths, THRESHOLD, batch_size=b)))
+    # Each row: (name, dtype, batch, score difference on the probe images, warm-up, timed run).
+    rows = [("reference (README, one by one)", "float32", 1, 0.0,
+             lambda: reference_run(reference, tags, paths[:1], False),
+             lambda: reference_run(reference, tags, paths, False))]
+    if not args.no_autocast_row:
+        with torch.no_grad(), torch.autocast("cpu"):
+            diff = np.abs(torch.cat([reference(reference_prepare(im, 448)[None]).float().sigmoid()
+                                     for im in probe]).numpy() - ref_scores).max()
+        rows.append(("reference + CPU autocast", "bfloat16", 1, float(diff),
+                     lambda: reference_run(reference, tags, paths[:1], True),
+                     lambda: reference_run(reference, tags, paths, True)))
+    for dtype in args.dtypes.split(","):
+        tagger = Tagger.from_pretrained(folder, device="cpu", dtype=dtype)
+        diff = float(np.abs(tagger.scores(np.stack([tagger.transform(im) for im in probe])) - ref_scores).max())
+        for batch in batch_sizes:
+            rows.append(("taglens", dtype, batch, diff,
+                         lambda t=tagger, b=batch: t(paths[:b], THRESHOLD, batch_size=b),
+                         lambda t=tagger, b=batch: t(paths, THRESHOLD, batch_size=b)))
 
-        for row in rows:
-            row[4]()  # warm-up: oneDNN builds its kernels per shape
-        best = [0.0] * len(rows)
-        for round_ in range(args.rounds):
-            for i, (name, dtype, batch, _, _, run) in enumerate(rows):
-                start = time.perf_counter()
-                run()
-                rate = args.images / (time.perf_counter() - start)
-                best[i] = max(best[i], rate)
-                print(f"  round {round_ + 1}: {name} {dtype} batch {batch}: {rate:.2f} images/s", flush=True)
+    for row in rows:
+        row[4]()  # warm-up: oneDNN builds its kernels per shape
+    best = [0.0] * len(rows)
+    for round_ in range(args.rounds):
+        for i, (name, dtype, batch, _, _, run) in enumerate(rows):
+            start = time.perf_counter()
+            run()
+            rate = args.images / (time.perf_counter() - start)
+            best[i] = max(best[i], rate)
+            print(f"  round {round_ + 1}: {name} {dtype} batch {batch}: {rate:.2f} images/s", flush=True)
 
     print()
     print(f"{'path':32} {'dtype':9} {'batch':>5} {'images/s':>9} {'vs reference':>13} {'max |score diff|':>17}")

@@ -22,43 +22,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
 
 from taglens.engine import EngineOptions  # noqa: E402
 from taglens.images import DecodeOptions  # noqa: E402
 from taglens.nsfw import NsfwDetector  # noqa: E402
-from taglens.testing import write_vit_classifier  # noqa: E402
 
 # taglens decodes large JPEGs at a reduced DCT scale by default (docs/decoding.md): faster, and
 # slightly different pixels after the resize. The pipeline always decodes in full.
 FULL_DECODE = DecodeOptions(draft=False)
-
-
-def make_images(folder: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[str]:
-    """Smooth gradients with noise and blocks, saved as JPEG quality 90."""
-    rng = np.random.default_rng(0)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    paths = []
-    for i in range(count):
-        base = np.stack([x * 255 / w, y * 255 / h, ((x + y + 37 * i) % 256)], -1).astype(np.float32)
-        base += rng.normal(0, 12, base.shape)
-        for _ in range(4):
-            x0, y0 = rng.integers(0, w - 64), rng.integers(0, h - 64)
-            base[y0:y0 + 64, x0:x0 + 64] = rng.integers(0, 256, 3)
-        path = folder / f"img{i:04d}.jpg"
-        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(str(path))
-    return paths
 
 
 def main() -> None:
@@ -76,38 +52,37 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_vit_classifier(Path(tmp) / "vit-base", preset="vit-base-patch16-224")
-        paths = make_images(Path(tmp), max([args.images, *batch_sizes]))[: args.images]
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
-              f"ViT-B/16 224 (random weights), {args.images} JPEG 640x480 files per run, "
-              f"best of {args.rounds} interleaved rounds")
+    folder = checkpoint("nsfw")
+    paths = make_photos(DEFAULT_WORKDIR / "photos-640x480", args.images, [(640, 480)])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
+          f"ViT-B/16 224 (random weights), {args.images} JPEG 640x480 files per run, "
+          f"best of {args.rounds} interleaved rounds")
 
-        pipe = pipeline("image-classification", model=str(folder), top_k=None, device=args.device)
-        settings = [("transformers pipeline, one image at a time", "float32", 1, _pipeline_runner(pipe))]
-        reference = [{d["label"]: d["score"] for d in pipe(p)} for p in paths]
-        for dtype in args.dtypes.split(","):
-            detector = NsfwDetector.from_pretrained(folder, device=args.device, dtype=dtype)
-            if dtype == "float32":  # like for like: full decodes give the pipeline's scores
-                records = detector(paths, options=EngineOptions(batch_size=8, decode=FULL_DECODE))
-                diff = max(abs(r.nsfw.scores[k] - ref[k]) for r, ref in zip(records, reference) for k in ref)
-                assert diff < 1e-5, f"taglens and the pipeline disagree by {diff}"
-                print(f"float32 scores equal the pipeline's (max abs difference {diff:.1e}, --no-draft)")
-            for batch in batch_sizes:
-                settings.append(("taglens", dtype, batch, _runner(detector, EngineOptions(batch_size=batch))))
-            if dtype == "float32":
-                batch = max(batch_sizes)
-                options = EngineOptions(batch_size=batch, decode=FULL_DECODE)
-                settings.append(("taglens --no-draft", dtype, batch, _runner(detector, options)))
+    pipe = pipeline("image-classification", model=str(folder), top_k=None, device=args.device)
+    settings = [("transformers pipeline, one image at a time", "float32", 1, _pipeline_runner(pipe))]
+    reference = [{d["label"]: d["score"] for d in pipe(p)} for p in paths]
+    for dtype in args.dtypes.split(","):
+        detector = NsfwDetector.from_pretrained(folder, device=args.device, dtype=dtype)
+        if dtype == "float32":  # like for like: full decodes give the pipeline's scores
+            records = detector(paths, options=EngineOptions(batch_size=8, decode=FULL_DECODE))
+            diff = max(abs(r.nsfw.scores[k] - ref[k]) for r, ref in zip(records, reference) for k in ref)
+            assert diff < 1e-5, f"taglens and the pipeline disagree by {diff}"
+            print(f"float32 scores equal the pipeline's (max abs difference {diff:.1e}, --no-draft)")
+        for batch in batch_sizes:
+            settings.append(("taglens", dtype, batch, _runner(detector, EngineOptions(batch_size=batch))))
+        if dtype == "float32":
+            batch = max(batch_sizes)
+            options = EngineOptions(batch_size=batch, decode=FULL_DECODE)
+            settings.append(("taglens --no-draft", dtype, batch, _runner(detector, options)))
 
-        for _, _, batch, fn in settings:  # warm-up: one batch each
-            fn(paths[:batch])
-        times: list[list[float]] = [[] for _ in settings]
-        for _ in range(args.rounds):  # interleaved, so every setting sees the same machine load
-            for i, (*_, fn) in enumerate(settings):
-                start = time.perf_counter()
-                fn(paths)
-                times[i].append(time.perf_counter() - start)
+    for _, _, batch, fn in settings:  # warm-up: one batch each
+        fn(paths[:batch])
+    times: list[list[float]] = [[] for _ in settings]
+    for _ in range(args.rounds):  # interleaved, so every setting sees the same machine load
+        for i, (*_, fn) in enumerate(settings):
+            start = time.perf_counter()
+            fn(paths)
+            times[i].append(time.perf_counter() - start)
 
     rates = [args.images / min(t) for t in times]
     print(f"\n{'':44} {'dtype':9} {'batch':>5} {'images/s':>9} {'vs baseline':>11} {'(median)':>9}")

@@ -20,37 +20,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import DEFAULT_WORKDIR, make_photos  # noqa: E402  (puts src/ on sys.path)
 
 from taglens.engine import EngineOptions, run  # noqa: E402
 from taglens.testing import write_siglip  # noqa: E402
 from taglens.zeroshot import Embedder  # noqa: E402
 
-DEFAULT_CHECKPOINT = Path(tempfile.gettempdir()) / "taglens-bench" / "siglip-so400m-patch14-224-random"
-
-
-def make_images(folder: Path, n: int, size: tuple[int, int] = (1024, 768)) -> list[str]:
-    """Photo-like JPEGs: smooth gradients plus noise, so decoding and resizing cost what they do."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    paths = []
-    for i in range(n):
-        base = np.stack([x * 255 / w, y * 255 / h, (x + y + 40 * i) % 256], -1)
-        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        path = folder / f"img{i:03d}.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(str(path))
-    return paths
+DEFAULT_CHECKPOINT = DEFAULT_WORKDIR / "siglip-so400m-patch14-224-random"  # common.checkpoint("siglip")
 
 
 def sync(device: torch.device) -> None:
@@ -103,8 +85,7 @@ def main() -> None:
         print(f"writing the random-weight so400m checkpoint to {args.checkpoint} (once) ...", file=sys.stderr)
         write_siglip(args.checkpoint, preset="so400m-patch14-224")
     batches = [int(b) for b in args.batches.split(",")]
-    with tempfile.TemporaryDirectory(prefix="taglens-bench-images-") as work:
-        measure(args, make_images(Path(work), args.images), batches)
+    measure(args, make_photos(DEFAULT_WORKDIR / "photos-1024x768", args.images), batches)
 
 
 def measure(args: argparse.Namespace, paths: list[str], batches: list[int]) -> None:

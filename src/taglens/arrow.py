@@ -40,6 +40,13 @@ def fields_for_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in JOB_FIELDS if f in wanted)
 
 
+def job_metadata(jobs: Iterable[Any]) -> dict[str, str]:
+    """Schema metadata naming each job's checkpoint: ``taglens.<job>.model_id`` and ``.revision``."""
+    jobs = list(jobs)
+    metadata = {f"taglens.{job.name}.model_id": job.model_id for job in jobs}
+    return metadata | {f"taglens.{job.name}.revision": job.revision for job in jobs}
+
+
 def record_schema(fields: Sequence[str], dim: int | None = None, *, key: str = "path", facts: bool = False,
                   metadata: dict[str, str] | None = None) -> pa.Schema:
     """The schema for records carrying ``fields`` (a subset of `JOB_FIELDS`)."""

@@ -95,9 +95,7 @@ def run(
     options = options or EngineOptions()
     if options.batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    transforms = list(dict.fromkeys(job.transform for job in jobs))
-    target = max((t.input_size for t in transforms), default=None)
-    decode_options = replace(options.decode, target_size=target)
+    transforms, decode_options = job_transforms(jobs, options)
 
     def prepare(source: ImageSource) -> Prepared:
         return prepare_source(source, transforms, decode_options, hash_files=options.hash_files)
@@ -114,6 +112,22 @@ def run(
                 window, ready = [], 0
         if window:
             yield from _flush(window, jobs, on_record)
+
+
+def job_transforms(jobs: Sequence[Job], options: EngineOptions) -> tuple[list[Transform], DecodeOptions]:
+    """The distinct transforms of ``jobs`` (in job order) and the decode options they imply (the
+    JPEG draft target is the largest input size): what `prepare_source` needs, here or in another
+    process (the Ray job's CPU tasks)."""
+    transforms = list(dict.fromkeys(job.transform for job in jobs))
+    target = max((t.input_size for t in transforms), default=None)
+    return transforms, replace(options.decode, target_size=target)
+
+
+def run_prepared(prepared: Sequence[Prepared], jobs: Sequence[Job]) -> list[Record]:
+    """The models' half of `run` for one batch of sources prepared by `prepare_source` elsewhere
+    (e.g. in Ray CPU tasks): every job's fields or an error per source, in order, with the same
+    per-image retry when a batch fails."""
+    return list(_flush(list(prepared), jobs, None))
 
 
 def prepare_source(

@@ -181,6 +181,10 @@ class NsfwDetector:
     def threshold(self) -> float:
         return self._job.threshold
 
+    def compile(self) -> None:
+        """Compile the classifier (``torch.compile``; see `taglens.runtime.CompiledForward`)."""
+        self.classifier.compile()
+
     def job(
         self, *, positive_label: str | Sequence[str] | None = None, threshold: float | None = None
     ) -> NsfwJob:

@@ -45,13 +45,30 @@ def completed_paths(path: str | os.PathLike, fmt: str) -> set[str]:
     return done
 
 
-def open_for_append(path: str | os.PathLike) -> IO[str]:
+class AppendFile:
+    """An output opened for appending after its partial last line was cut. Like
+    `taglens.sinks.AtomicFile` it has `commit` and `discard`; both just close it, since every
+    record was flushed as it was written."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _truncate_partial_line(self.path)
+        self.stream: IO[str] = open(self.path, "a", encoding="utf-8", newline="")
+
+    def commit(self) -> None:
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+
+    def discard(self) -> None:
+        self.stream.close()
+
+
+def open_for_append(path: str | os.PathLike) -> AppendFile:
     """Open an output for appending after cutting any partial last line."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        _truncate_partial_line(target)
-    return open(target, "a", encoding="utf-8", newline="")
+    return AppendFile(path)
 
 
 def _truncate_partial_line(target: Path) -> None:

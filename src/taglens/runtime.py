@@ -7,6 +7,7 @@ once. Scores are always computed from float32 logits, whatever the model's dtype
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,3 +64,28 @@ class Placement:
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.dtype)
+
+
+class CompiledForward:
+    """A tensor -> tensor forward pass compiled by ``torch.compile`` (inductor, weight freezing).
+
+    On this project's 2-core CPU it ran a ViT-B about 1.3x faster in float32 and 2.4x in
+    bfloat16 than eager, at a cost of ~30 s of compiling per model and input shape: worth it for
+    long runs and the server, not for ten images (see docs/analyze.md). Batches are padded to
+    the next power of two, so a run compiles at most log2(largest batch) + 1 shapes instead of
+    one more for its last, partial batch. Freezing is inductor's global setting; it is switched
+    on only when something asks to compile.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]):
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        self._compiled = torch.compile(forward, dynamic=False)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        batch = pixels.shape[0]
+        padded = 1 << max(batch - 1, 0).bit_length()
+        if padded != batch:
+            pixels = torch.cat([pixels, pixels[-1:].expand(padded - batch, *pixels.shape[1:])])
+        return self._compiled(pixels)[:batch]

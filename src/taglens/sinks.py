@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -28,15 +29,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class AtomicTextFile:
-    """A text file written under a temporary name and renamed over ``path`` by `commit`."""
+class AtomicFile:
+    """A file written under a temporary name beside ``path`` and renamed over it by `commit`
+    (text, UTF-8, by default; ``binary=True`` for bytes)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, binary: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self.tmp = Path(tmp)
-        self.stream: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.stream: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
 
     def commit(self) -> None:
         self.stream.flush()
@@ -107,11 +109,25 @@ class CsvSink:
         self.stream.flush()
 
 
-def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicTextFile | None]:
-    """stdout for ``None`` or ``-``, else an `AtomicTextFile` the caller commits when done."""
+@contextmanager
+def committing(target: AtomicFile | ParquetSink | NpySink | None) -> Iterator[None]:
+    """Commit ``target`` when the block completes, discard it when it raises (``None``, i.e.
+    stdout, needs neither): an output file appears whole or not at all."""
+    try:
+        yield
+    except BaseException:
+        if target is not None:
+            target.discard()
+        raise
+    if target is not None:
+        target.commit()
+
+
+def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicFile | None]:
+    """stdout for ``None`` or ``-``, else an `AtomicFile` the caller commits when done."""
     if output is None or os.fspath(output) == "-":
         return sys.stdout, None
-    target = AtomicTextFile(output)
+    target = AtomicFile(output)
     return target.stream, target
 
 
@@ -232,34 +248,13 @@ class NpySink:
         self.spool.seek(0)
         matrix = np.frombuffer(self.spool.read(), np.float32).reshape(len(self.keys), self.dim)
         self.spool.close()
-        out = AtomicBinaryFile(self.path)
+        out = AtomicFile(self.path, binary=True)
         np.save(out.stream, matrix)
         if self.keys_path is not None:
-            keys = AtomicTextFile(self.keys_path)
+            keys = AtomicFile(self.keys_path)
             keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
             keys.commit()
         out.commit()
 
     def discard(self) -> None:
         self.spool.close()
-
-
-class AtomicBinaryFile:
-    """A binary file written under a temporary name and renamed over ``path`` by `commit`."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self.tmp = Path(tmp)
-        self.stream: IO[bytes] = os.fdopen(fd, "wb")
-
-    def commit(self) -> None:
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.stream.close()
-        self.tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from taglens.images import ImageSource
 from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, load_model, load_tags
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
-from taglens.runtime import Placement
+from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_THRESHOLD = 0.4
 
@@ -212,6 +212,7 @@ class Tagger:
         # channels_last lets oneDNN / cuDNN run the stem's convolutions in their fast layout
         # (same numbers; about 1.3x faster stem in float32, 1.8x in bfloat16 on CPU).
         self.model = placement.module(model).to(memory_format=torch.channels_last)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         self.config: JoyTagConfig = model.config
         self.tags: tuple[str, ...] = tuple(tags)
         self.transform = JoyTagTransform(model.config.image_size)
@@ -239,8 +240,12 @@ class Tagger:
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) float32 preprocessed pixels -> (B, n_tags) float32 sigmoid scores."""
         with torch.inference_mode():
-            logits = self.model(self.placement.batch(pixels)).float()
+            logits = self._forward(self.placement.batch(pixels)).float()
             return torch.sigmoid(logits).cpu().numpy()
+
+    def compile(self) -> None:
+        """Compile the forward pass with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        self._forward = CompiledForward(self.model)
 
     def job(self, selection: TagSelection | None = None) -> TagJob:
         """The engine job that fills each record's ``tags`` (name ``"tag"``)."""

@@ -75,6 +75,9 @@ class ModelSet:
     nsfw_model: str | os.PathLike = DEFAULT_NSFW
     device: str = "auto"
     dtype: str = "float32"
+    compile: bool = False
+    """Compile each model's forward pass (``torch.compile``): faster per image after ~30 s of
+    compiling per model; for long runs and the server."""
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -113,5 +116,8 @@ class ModelSet:
     def _get(self, key: str, load: Any) -> Any:
         with self._lock:
             if key not in self._loaded:
-                self._loaded[key] = load()
+                family = load()
+                if self.compile:
+                    family.compile()
+                self._loaded[key] = family
             return self._loaded[key]

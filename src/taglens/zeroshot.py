@@ -156,6 +156,10 @@ class Embedder:
         mean = vectors.mean(axis=1)
         return (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).astype(np.float32)
 
+    def compile(self) -> None:
+        """Compile the image tower (``torch.compile``; see `taglens.runtime.CompiledForward`)."""
+        self.model.compile()
+
     def job(
         self,
         labels: Sequence[str] | None = None,

@@ -25,17 +25,9 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture
-def folder(tmp_path):
-    root = tmp_path / "images"
-    (root / "sub").mkdir(parents=True)
-    photo(64, 48, 1).save(root / "a.jpg", quality=92)
-    photo(40, 70, 2).convert("L").save(root / "b.png")
-    photo(50, 50, 3).save(root / "sub" / "c.webp")
-    rgba = photo(30, 60, 4).convert("RGBA")
-    rgba.putalpha(100)
-    rgba.save(root / "d.png")
-    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
-    return root
+def folder(image_dir):
+    """Four good images of different kinds and one corrupt file (tests/conftest.py)."""
+    return image_dir
 
 
 def model_args(checkpoints):

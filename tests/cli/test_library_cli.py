@@ -78,10 +78,12 @@ def test_filters_and_duplicates(env):
     picture(0).save(env["photos"] / "copy0.jpg", quality=70)
     invoke("index", env["photos"])
     result = invoke("duplicates", "--format", "jsonl")
-    groups = [json.loads(x) for x in result.output.splitlines()]
+    groups = [json.loads(x) for x in result.stdout.splitlines()]
     assert [sorted(p.rsplit("/", 1)[1] for p in g["paths"]) for g in groups] == [["copy0.jpg", "img000.png"]]
-    text = invoke("duplicates").output
-    assert text.startswith("# 2 images")
+    assert result.stderr == "duplicates: cosine >= 0.95 (the default) on fake/model-embed embeddings: 1 groups\n"
+    text = invoke("duplicates", "--threshold", "0.9")
+    assert text.stdout.startswith("# 2 images") and "cosine >= 0.9 (--threshold)" in text.stderr
+    assert invoke("duplicates", "-q").stderr == ""
     all_paths = invoke("search", "--max-nsfw", "1", "--format", "paths", "--limit", 100).output.split()
     assert len(all_paths) == 6
     none = invoke("search", "--max-nsfw", "0", "--format", "paths").output.split()
@@ -122,8 +124,8 @@ def test_every_library_command_has_an_example():
             assert "Example:" in (c.help or ""), c.name
 
 
-def test_import_subcommand_slot_is_free():
-    assert set(cli.commands["library"].commands) == {"stats", "verify", "prune"}
+def test_library_subcommands():
+    assert set(cli.commands["library"].commands) == {"stats", "verify", "prune", "import"}
 
 
 def test_new_photos_need_no_flag_to_search(env):

@@ -15,8 +15,9 @@ def test_jsonl_with_torn_last_line(tmp_path):
     out.write_text(json.dumps({"path": "a.jpg", "tags": []}) + "\n" + json.dumps({"path": "b.jpg", "error": "x"})
                    + "\n" + '{"path": "c.jp')
     assert completed_paths(out, "jsonl") == {"a.jpg", "b.jpg"}
-    with open_for_append(out) as f:
-        f.write(json.dumps({"path": "c.jpg"}) + "\n")
+    appended = open_for_append(out)
+    appended.stream.write(json.dumps({"path": "c.jpg"}) + "\n")
+    appended.commit()
     lines = out.read_text().splitlines()
     assert [json.loads(x)["path"] for x in lines] == ["a.jpg", "b.jpg", "c.jpg"]
 

@@ -7,6 +7,7 @@ tensor from that one decode; one record per image carries every job's fields. A 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -51,27 +52,45 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
 @click.option("--positive-label", default="nsfw", show_default=True,
               help="nsfw: the label(s) that count as NSFW, comma-separated.")
 @runtime_options
-@output_options(("jsonl", "csv", "parquet"))
+@output_options(("jsonl", "csv", "parquet"), dir_okay=True,
+                output_help="Write here instead of stdout (written to a temporary file, renamed when done); "
+                            "with --engine ray, the folder (or URI) that receives the Parquet files.")
 @click.option("--resume", is_flag=True,
-              help="Append to an existing --output (jsonl or csv), skipping the paths it already holds.")
+              help="Append to an existing --output (jsonl or csv; with --engine ray its folder), "
+                   "skipping the paths it already holds.")
 @caption_options
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: a Ray Data job (CPU tasks decode, one model actor per GPU) "
+                   "writing Parquet files into --output DIR; see docs/distributed.md.")
+@click.option("--address", default=None,
+              help="ray: the cluster to join (auto, ray://HEAD:10001); default RAY_ADDRESS, else a local Ray instance.")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=None,
+              help="ray: GPUs per model actor [default: 1 when the cluster has GPUs, else 0].")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="ray: number of model actors [default: one per GPU, else half the cluster's CPUs].")
 @click.pass_context
 def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: str, tagger: str, siglip: str,
             nsfw_model: str, tag_threshold: float, thresholds_file: str | None, tag_top_k: int | None,
             exclude: tuple[str, ...], labels: tuple[str, ...], labels_file: str | None, templates: tuple[str, ...],
             label_threshold: float | None, label_top_k: int | None, nsfw_threshold: float, positive_label: str,
-            output: str | None, fmt: str, quiet: bool, resume: bool, **rest: Any) -> None:
+            output: str | None, fmt: str, quiet: bool, resume: bool, engine: str, address: str | None,
+            num_gpus: float | None, concurrency: int | None, **rest: Any) -> None:
     """Run several jobs (tag, classify, nsfw, embed) in one pass: decode once, one record per image.
+
+    With --engine ray the same pass runs as a Ray Data job, locally or on a cluster, reading local
+    paths, globs or URIs (s3://...) and writing Parquet files into the --output folder.
 
     \b
     Example:
         taglens analyze photos/ --tasks tag,nsfw -o photos.jsonl
         taglens analyze photos/ --tasks tag,classify,nsfw,embed --labels "a cat,a dog" -f parquet -o all.parquet
         taglens analyze photos/ -o photos.jsonl --resume      # after an interrupted run
+        taglens analyze s3://bucket/photos/ --engine ray --address auto --tasks tag,embed -o s3://bucket/out/
     """
     from taglens.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
+    from taglens.sinks import committing
     from taglens.runtime import Placement
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
@@ -80,10 +99,16 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
                                          "escape_parens", "prefix", "existing")}
     runtime = rest
     task_names = parse_tasks(tasks)
-    writer = caption_writer(ctx, paths, **caption)
+    if engine == "ray":
+        check_ray_usage(ctx, output, fmt, caption, runtime)
+    elif address is not None or num_gpus is not None or concurrency is not None:
+        raise click.UsageError("--address, --num-gpus and --concurrency go with --engine ray")
+    elif output is not None and os.path.isdir(output):
+        raise click.UsageError(f"--output {output} is a folder; the local engine writes one file")
+    writer = caption_writer(ctx, paths, **caption) if engine == "local" else None
     if writer is not None and "tag" not in task_names:
         raise click.UsageError("--captions needs the tag task")
-    if resume and (output in (None, "-") or fmt == "parquet"):
+    if resume and engine == "local" and (output in (None, "-") or fmt == "parquet"):
         raise click.UsageError("--resume appends to a jsonl or csv --output file")
     try:
         Placement.resolve(runtime["device"], runtime["dtype"])
@@ -101,25 +126,62 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
     )
     models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
-                      dtype=runtime["dtype"])
+                      dtype=runtime["dtype"], compile=runtime["compile_models"])
+    if engine == "ray":
+        from taglens.distributed import RayOptions
+
+        ray_options = RayOptions(address=address, concurrency=concurrency, num_gpus=num_gpus, quiet=quiet)
+        ctx.exit(run_on_ray(paths, recursive, request, models, output, engine_options(**runtime), ray_options,
+                            resume=resume, quiet=quiet))
     jobs = models.jobs(request)
     fields = fields_for_tasks(task_names)
-    sink, finish, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
-    try:
+    sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
+    with committing(target):
         summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, quiet=quiet,
                               on_record=caption_hook(writer), skip=skip)
-    except BaseException:
-        finish(False)
-        raise
-    finish(True)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     ctx.exit(exit_status(summary))
 
 
+def check_ray_usage(ctx: click.Context, output: str | None, fmt: str, caption: dict[str, Any],
+                    runtime: dict[str, Any]) -> None:
+    """The options that do not apply to the Ray engine are refused rather than ignored."""
+    from click.core import ParameterSource
+
+    if output in (None, "-"):
+        raise click.UsageError("--engine ray writes Parquet files into a folder: pass --output DIR")
+    if fmt != "parquet" and ctx.get_parameter_source("fmt") != ParameterSource.DEFAULT:
+        raise click.UsageError("--engine ray writes Parquet only")
+    if caption["captions"]:
+        raise click.UsageError("--captions works with the local engine only")
+    if runtime.get("workers"):
+        raise click.UsageError("--workers sets the local engine's decode threads; Ray schedules its own tasks")
+
+
+def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: Any, output: str, options: Any,
+               ray_options: Any, *, resume: bool, quiet: bool) -> int:
+    """`taglens.distributed.analyze`, its summary on stderr; the exit status."""
+    from taglens.distributed import analyze as analyze_on_ray
+
+    run = analyze_on_ray(paths, request, models, output, options=options, ray_options=ray_options,
+                         recursive=recursive, resume=resume)
+    total = run.done + run.errors
+    if not quiet:
+        rate = total / max(run.seconds, 1e-9)
+        skipped = f", {run.skipped} already in {output}" if run.skipped else ""
+        click.echo(f"{total} images: {run.done} done, {run.errors} errors{skipped}, {rate:.1f} images/s "
+                   f"({len(run.files)} Parquet files written to {output})", err=True)
+    if total == 0 and not run.skipped:
+        click.echo("taglens: no images found", err=True)
+        return 1
+    return 0 if run.done or run.skipped else 1
+
+
 def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool):
-    """(sink, finish(ok), skip) for the chosen format: a temporary file renamed at the end, or with
-    ``resume`` an append to the existing file that skips the paths it already holds."""
+    """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
+    the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
+    from taglens.arrow import job_metadata
     from taglens.resume import completed_paths, open_for_append
     from taglens.sinks import CsvSink, JsonlSink, ParquetSink, open_text_output
 
@@ -127,21 +189,13 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
         if output in (None, "-"):
             raise click.UsageError("parquet output needs --output FILE")
         dim = models.load_embedder().dim if models is not None else None
-        metadata = {f"taglens.{job.name}.model_id": job.model_id for job in jobs}
-        metadata |= {f"taglens.{job.name}.revision": job.revision for job in jobs}
-        sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=metadata)
-        return sink, lambda ok: sink.commit() if ok else sink.discard(), None
+        sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=job_metadata(jobs))
+        return sink, sink, None
     if resume:
         done = completed_paths(output, fmt)
-        stream = open_for_append(output)
-        fresh = stream.tell() == 0
-        sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields, header=fresh)
-        return sink, lambda ok: stream.close(), (lambda path: path in done) if done else None
+        appended = open_for_append(output)
+        fresh = appended.stream.tell() == 0
+        sink = JsonlSink(appended.stream) if fmt == "jsonl" else CsvSink(appended.stream, fields, header=fresh)
+        return sink, appended, (lambda path: path in done) if done else None
     stream, target = open_text_output(output)
-    sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)
-
-    def finish(ok: bool) -> None:
-        if target is not None:
-            target.commit() if ok else target.discard()
-
-    return sink, finish, None
+    return (JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)), target, None

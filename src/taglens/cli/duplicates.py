@@ -11,21 +11,31 @@ from taglens.library.duplicates import DEFAULT_THRESHOLD
 
 
 @click.command("duplicates")
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=DEFAULT_THRESHOLD, show_default=True,
-              help="Embedding cosine at or above which two images count as near-duplicates.")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+              help=f"Embedding cosine at or above which two images count as near-duplicates [default: "
+                   f"{DEFAULT_THRESHOLD}, provisional: see docs/library.md].")
 @click.option("--format", "-f", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: one group per block, blank line between; jsonl: {\"paths\": [...], \"similarity\": ...}.")
 @library_option
-def duplicates(threshold: float, fmt: str, library_dir: str | None) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Do not print the threshold and group count on stderr.")
+def duplicates(threshold: float | None, fmt: str, library_dir: str | None, quiet: bool) -> None:
     """Find groups of near-duplicate images (resized, recompressed or byte-identical copies).
+
+    The threshold used (and whether it is the default) is printed on stderr.
 
     \b
     Example:
         taglens duplicates
         taglens duplicates --threshold 0.98 --format jsonl > dups.jsonl
     """
+    chosen = DEFAULT_THRESHOLD if threshold is None else threshold
     with open_library(library_dir) as lib:
-        groups = lib.duplicates(threshold=threshold)
+        groups = lib.duplicates(threshold=chosen)
+        model = lib.embed_model()
+    if not quiet:
+        how = "the default" if threshold is None else "--threshold"
+        click.echo(f"duplicates: cosine >= {chosen:g} ({how}) on {model['model_id']} embeddings: {len(groups)} groups",
+                   err=True)
     for i, group in enumerate(groups):
         if fmt == "jsonl":
             click.echo(json.dumps(group.to_json(), ensure_ascii=False))

@@ -11,7 +11,7 @@ import click
 from taglens.cli.classify import echo_truncation_warnings, load_embedder, model_options
 from taglens.cli.options import output_options, runtime_options
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
-from taglens.sinks import JsonlSink, NpySink, ParquetSink, open_text_output
+from taglens.sinks import JsonlSink, NpySink, ParquetSink, committing, open_text_output
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -46,6 +46,8 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
         raise click.UsageError("nothing to embed: give image PATHs or --text 'some text'")
     fmt = output_format(output, fmt)
     embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    if runtime["compile_models"]:
+        embedder.compile()
     metadata = {"taglens.model_id": embedder.model_id, "taglens.revision": embedder.revision,
                 "taglens.kind": embedder.kind, "taglens.dim": str(embedder.dim)}
     if texts:
@@ -61,14 +63,8 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
         sink = target = ParquetSink(output, embedder.dim, metadata=metadata)  # type: ignore[arg-type]
     else:
         sink = target = NpySink(output, embedder.dim)  # type: ignore[arg-type]
-    try:
+    with committing(target):
         summary = run_to_sink(paths, recursive, [job], engine_options(**runtime), sink, quiet=quiet)
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
-    if target is not None:
-        target.commit()
     click.get_current_context().exit(exit_status(summary))
 
 
@@ -93,18 +89,14 @@ def write_texts(texts: list[str], vectors: Any, output: str | None, fmt: str, me
     ``error``) or .npy (rows in the order of the --text options)."""
     if fmt == "jsonl":
         stream, target = open_text_output(output)
-        for text, vector in zip(texts, vectors):
-            stream.write(json.dumps({"text": text, "embedding": [float(v) for v in vector]}, ensure_ascii=False) + "\n")
-        stream.flush()
-        if target is not None:
-            target.commit()
+        with committing(target):
+            for text, vector in zip(texts, vectors):
+                stream.write(json.dumps({"text": text, "embedding": [float(v) for v in vector]},
+                                        ensure_ascii=False) + "\n")
+            stream.flush()
         return
     sink = (ParquetSink(output, vectors.shape[1], key="text", metadata=metadata) if fmt == "parquet"  # type: ignore[arg-type]
             else NpySink(output, vectors.shape[1], keys_suffix=None))  # type: ignore[arg-type]
-    try:
+    with committing(sink):
         for text, vector in zip(texts, vectors):
             sink.write_row(text, vector)
-    except BaseException:
-        sink.discard()
-        raise
-    sink.commit()

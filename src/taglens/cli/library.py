@@ -1,4 +1,4 @@
-"""``taglens library``: look after the library (stats, verify, prune), and the ``--library`` option
+"""``taglens library``: look after the library (stats, verify, prune, import), and the ``--library`` option
 that every library command shares."""
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ def open_library(library_dir: str | None, **kwargs):
 
 @click.group("library")
 def library() -> None:
-    """Look after the library: statistics, integrity checks, clean-up.
+    """Look after the library: statistics, integrity checks, clean-up, importing results.
 
     \b
     Example:
         taglens library stats
         taglens library verify
         taglens library prune --dry-run
+        taglens library import photos.parquet
     """
 
 
@@ -52,7 +53,8 @@ def stats(library_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"library      {out['library']} (schema {out['schema_version']}, "
                f"{out['database_bytes'] / 1e6:.1f} MB)")
-    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {out['errors']} errors)")
+    remote = f", {out['remote']} URIs" if out.get("remote") else ""
+    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {out['errors']} errors{remote})")
     click.echo(f"images       {out['images']} distinct")
     for m in out["models"]:
         mark = "*" if m["current"] else " "
@@ -101,5 +103,26 @@ def prune(library_dir: str | None, dry_run: bool) -> None:
         click.echo(lib.prune(dry_run=dry_run).line())
 
 
-# `taglens library import` (bring results from an analyze/JSONL or Parquet file into the library)
-# is added here by a later issue: @library.command("import").
+@library.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE...")
+@library_option
+@click.option("--quiet", "-q", is_flag=True, help="No summary line.")
+def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> None:
+    """Bring results from `taglens analyze -f parquet` (or the Ray job) into the library, without
+    recomputing them; search then finds those images.
+
+    Each file's metadata names the checkpoint of each job, and results are filed under it as
+    `taglens index` files its own. Error rows are skipped (index tries them later); local files
+    are stored as if indexed here (a file whose bytes changed since is skipped); URIs
+    (s3://...) are stored as they are; local paths absent from this machine are skipped.
+
+    \b
+    Example:
+        taglens analyze photos/ --tasks tag,nsfw,embed -f parquet -o photos.parquet
+        taglens library import photos.parquet
+        taglens search "a dog on a beach"
+    """
+    with open_library(library_dir) as lib:
+        report = lib.import_parquet(files)
+    if not quiet:
+        click.echo(report.line(), err=True)

@@ -90,13 +90,15 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
 
     from taglens.nsfw import NsfwDetector
     from taglens.quarantine import InputRoots, Quarantine
-    from taglens.sinks import CsvSink, JsonlSink, open_text_output
+    from taglens.sinks import CsvSink, JsonlSink, committing, open_text_output
 
     try:
         detector = NsfwDetector.from_pretrained(model, revision, device=device, dtype=dtype,
                                                 positive_label=positive_label, threshold=threshold)
     except ValueError as exc:  # device, dtype or threshold out of range (labels raise TaglensError)
         raise click.UsageError(str(exc)) from None
+    if runtime["compile_models"]:
+        detector.compile()
 
     quarantine = None
     roots = None
@@ -131,17 +133,12 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
     stream, target = open_text_output(output)
     sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, ["nsfw"])
     try:
-        run_to_sink(paths, recursive, [detector.job()], engine_options(**runtime), sink, quiet=quiet,
-                    on_record=on_record, skip=quarantine.contains if quarantine else None, summary=summary)
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
+        with committing(target):
+            run_to_sink(paths, recursive, [detector.job()], engine_options(**runtime), sink, quiet=quiet,
+                        on_record=on_record, skip=quarantine.contains if quarantine else None, summary=summary)
     finally:
         if quarantine is not None:
             quarantine.close()
-    if target is not None:
-        target.commit()
     status = exit_status(summary)
     ctx.exit(1 if summary.outcomes.get("failed") else status)
 

@@ -43,13 +43,16 @@ runtime_options = stack(
                  help="Refuse images with more pixels (decompression bombs)."),
     click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
                  help="Refuse files larger than this many bytes."),
+    click.option("--compile", "compile_models", is_flag=True,
+                 help="Compile the models with torch.compile: faster per image after ~30 s of compiling "
+                      "per model; worth it for long runs (docs/analyze.md)."),
 )
 
 
-def output_options(formats: tuple[str, ...]) -> F:
+def output_options(formats: tuple[str, ...], *, output_help: str | None = None, dir_okay: bool = False) -> F:
     return stack(
-        click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-                     help="Write here instead of stdout (written to a temporary file, renamed when done)."),
+        click.option("--output", "-o", type=click.Path(dir_okay=dir_okay, allow_dash=True), default=None,
+                     help=output_help or "Write here instead of stdout (written to a temporary file, renamed when done)."),
         click.option("--format", "-f", "fmt", type=click.Choice(formats), default=formats[0], show_default=True,
                      help="Output format."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line."),

@@ -55,7 +55,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     """
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.runtime import Placement
-    from taglens.sinks import open_text_output
+    from taglens.sinks import committing, open_text_output
     from taglens.tagging import Tagger, TagSelection, split_tags
 
     writer = caption_writer(ctx, paths, captions, caption_dir, caption_ext, replace_underscores, escape_parens,
@@ -70,6 +70,8 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
         exclude=[t for text in exclude for t in split_tags(text)], exclude_file=exclude_file,
     )
     tagger = Tagger.from_pretrained(model, revision, device=runtime["device"], dtype=runtime["dtype"])
+    if runtime["compile_models"]:
+        tagger.compile()
     job = tagger.job(selection)
     on_record = caption_hook(writer)
 
@@ -78,17 +80,11 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     else:
         stream, target = open_text_output(output)
     sink = make_sink(fmt, stream, scores)
-    try:
+    with committing(target):
         summary = run_to_sink(
             paths, recursive, [job], engine_options(**runtime), sink, quiet=quiet, on_record=on_record,
             skip=writer.should_skip if writer is not None and existing == "skip" else None,
         )
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
-    if target is not None:
-        target.commit()
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     if writer is None:

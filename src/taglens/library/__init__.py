@@ -24,9 +24,10 @@ import numpy as np
 from taglens.engine import EngineOptions, run
 from taglens.errors import LibraryError
 from taglens.images import ImageSource
-from taglens.library import db, scan, upkeep, vectors
+from taglens.library import db, imports, scan, upkeep, vectors
 from taglens.library import duplicates as dup
 from taglens.library import search as ranking
+from taglens.library.imports import ImportReport
 from taglens.library.models import LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded
 from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
 from taglens.records import Record
@@ -35,7 +36,7 @@ DB_NAME = db.FILE_NAME
 ENV_VAR = "TAGLENS_LIBRARY"
 
 __all__ = [
-    "DB_NAME", "ENV_VAR", "DuplicateGroup", "Hit", "IndexReport", "LazyModel", "Library", "LoadedModel",
+    "DB_NAME", "ENV_VAR", "DuplicateGroup", "Hit", "ImportReport", "IndexReport", "LazyModel", "Library", "LoadedModel",
     "ModelSource", "PruneReport", "VerifyReport", "default_library_dir", "load_models", "loaded",
 ]
 
@@ -191,12 +192,17 @@ class Library:
         if pending:
             commit()
 
-    def _store(self, record: Record, model_ids: dict[str, int]) -> None:
-        if record.size is None or record.mtime is None:
+    def _store(self, record: Record, model_ids: dict[str, int], *, path: str | None = None, size: int | None = None,
+               mtime: float | None = None, every_task: bool = True) -> None:
+        """Write one record's results and point its file at its content. ``path``/``size``/``mtime``
+        replace the record's (import); ``every_task=False`` skips a task whose field is empty."""
+        path = record.path if path is None else path
+        size = record.size if size is None else size
+        mtime = record.mtime if mtime is None else mtime
+        if size is None or mtime is None:
             return  # vanished before it could be read: nothing to remember
         if record.error is not None or record.sha256 is None:
-            db.upsert_file(self.conn, record.path, record.size, record.mtime, None, "error",
-                           record.error or "no content hash")
+            db.upsert_file(self.conn, path, size, mtime, None, "error", record.error or "no content hash")
             return
         content = db.content_id(self.conn, record.sha256, record.width or 0, record.height or 0)
         for task, model in model_ids.items():
@@ -206,9 +212,9 @@ class Library:
                 db.write_nsfw(self.conn, content, model, record.nsfw)
             elif task == "embed" and record.embedding is not None:
                 db.write_embedding(self.conn, content, model, record.embedding)
-            else:
+            elif every_task:
                 raise LibraryError(f"the {task} job did not fill its field for {record.path}")
-        db.upsert_file(self.conn, record.path, record.size, record.mtime, content)
+        db.upsert_file(self.conn, path, size, mtime, content)
 
     def _refresh_vectors(self, model: int) -> None:
         row = self.conn.execute("SELECT * FROM models WHERE id = ?", (model,)).fetchone()
@@ -216,6 +222,59 @@ class Library:
             return
         if vectors.freshness(self.conn, self.vectors_folder, row, self.exact_limit) != "fresh":
             vectors.open_index(self.conn, self.vectors_folder, row, exact_limit=self.exact_limit)
+
+    # ---- import ---------------------------------------------------------------------------------
+
+    def import_parquet(self, files: Iterable[str | os.PathLike], *, batch_rows: int = imports.BATCH_ROWS
+                       ) -> ImportReport:
+        """Bring in the results of ``taglens analyze -f parquet`` (or the Ray job) without recomputing
+        them; see `taglens.library.imports` for what happens to each row. Every file is checked
+        before anything is written."""
+        started = time.perf_counter()
+        sources = [imports.open_parquet(f) for f in files]
+        report = ImportReport(files=len(sources))
+        for source in sources:
+            self.import_records((r for batch in source.batches(batch_rows) for r in batch), source.models,
+                                report=report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def import_records(self, records: Iterable[Record], models: dict[str, tuple[str, str]], *,
+                       report: ImportReport | None = None, batch_size: int = 1000) -> ImportReport:
+        """Store records computed elsewhere, their results filed under ``models`` (task -> (model_id,
+        revision), tasks being tag, nsfw, embed), committed every ``batch_size`` records."""
+        started = time.perf_counter()
+        report = report if report is not None else ImportReport()
+        unknown = set(models) - set(db.TASKS)
+        if unknown:
+            raise LibraryError(f"unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(db.TASKS)}")
+        with db.transaction(self.conn):
+            model_ids = {task: db.model_row(self.conn, task, *models[task])["id"] for task in db.TASKS
+                         if task in models}
+        report.models.update(models)
+        pending: list[tuple[Record, str, int, float]] = []
+
+        def commit() -> None:
+            with db.transaction(self.conn):
+                for record, path, size, mtime in pending:
+                    self._store(record, model_ids, path=path, size=size, mtime=mtime, every_task=False)
+            report.stored += len(pending)
+            pending.clear()
+
+        for record in records:
+            report.rows += 1
+            placed = imports.place(record, report)
+            if placed is not None:
+                pending.append(placed)
+            if len(pending) >= batch_size:
+                commit()
+        commit()
+        with db.transaction(self.conn):
+            db.delete_orphan_contents(self.conn)  # paths that now point at other bytes
+        if "embed" in model_ids:
+            self._refresh_vectors(model_ids["embed"])
+        report.seconds += time.perf_counter() - started
+        return report
 
     def current_models(self) -> dict[str, str]:
         """task -> model id of the checkpoint last used for it (what ``taglens index`` keeps by default)."""
@@ -310,6 +369,12 @@ class Library:
     def _image_vector(self, source: ImageSource) -> np.ndarray:
         """A stored embedding when ``source`` is an indexed, unchanged file; else computed now."""
         model = self.embed_model()
+        if isinstance(source, str) and imports.is_uri(source):
+            row = db.file_by_path(self.conn, source)  # imported from elsewhere: only its stored vector exists
+            stored = db.embedding_of(self.conn, row["content"], model["id"]) if row and row["content"] else None
+            if stored is None:
+                raise LibraryError(f"query image {source}: a URI the library holds no embedding for")
+            return stored
         if isinstance(source, (str, os.PathLike)):
             path = os.path.abspath(os.fspath(source))
             row = db.file_by_path(self.conn, path)
@@ -322,7 +387,7 @@ class Library:
                 if stored is not None:
                     return stored
             source = path
-        record = next(run([source], [self.embedder().job(embed=True)], EngineOptions(batch_size=1, workers=1)))
+        record = next(run([source], [self.embedder().job(embedding=True)], EngineOptions(batch_size=1, workers=1)))
         if record.error is not None or record.embedding is None:
             raise LibraryError(f"query image {record.path}: {record.error or 'no embedding'}")
         return np.asarray(record.embedding, dtype=np.float32)

@@ -18,7 +18,8 @@ import numpy as np
 from taglens.library.vectors import VectorIndex
 
 # Provisional until benchmarks/duplicate_threshold.py is run with the default SigLIP checkpoint
-# (which this build could not reach); see docs/library.md.
+# (which this build could not reach). Random-weight checkpoints (tiny, and full-size so400m) were
+# measured and cannot set it: they put unrelated pictures at cosine 0.82-0.91; see docs/library.md.
 DEFAULT_THRESHOLD = 0.95
 NEIGHBOURS = 16
 

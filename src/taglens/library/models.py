@@ -2,22 +2,32 @@
 
 A `ModelSource` knows its task and the identity (model id, revision) of its checkpoint without
 loading weights (`taglens.hub.resolve_model` only looks at files), so re-indexing an unchanged
-folder never imports torch. `load_models` is the one place the real model families are named;
-tests pass their own sources (`loaded(...)` wraps a Job that already exists).
+folder never imports torch. `load_models` is the one place the real model families are named:
+JoyTag through `taglens.tagging.Tagger`, SigLIP/CLIP through `taglens.zeroshot.Embedder` and
+the NSFW classifier through `taglens.nsfw.NsfwDetector`, each loaded through a
+`taglens.tasks.ModelSet` (one loaded model per family, shareable with other jobs of the
+process). Tests pass their own sources (`loaded(...)` wraps a Job that already exists).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taglens.engine import Job
-from taglens.errors import LibraryError
+from taglens.errors import LibraryError, UnknownLabelError
+from taglens.tasks import DEFAULT_NSFW, DEFAULT_SIGLIP, DEFAULT_TAGGER
 
-DEFAULT_TAGGER = "fancyfeast/joytag"
-DEFAULT_SIGLIP = "google/siglip-so400m-patch14-224"
-DEFAULT_NSFW = "Falconsai/nsfw_image_detection"
+if TYPE_CHECKING:
+    from taglens.nsfw import NsfwDetector
+    from taglens.tasks import ModelSet
+    from taglens.zeroshot import Embedder
+
+__all__ = ["DEFAULT_NSFW", "DEFAULT_SIGLIP", "DEFAULT_TAGGER", "TAG_THRESHOLD", "LazyModel", "LoadedModel",
+           "ModelSource", "load_embedder", "load_models", "loaded"]
+
 TAG_THRESHOLD = 0.4
 
 
@@ -89,40 +99,64 @@ def loaded(task: str, job: Job) -> LoadedModel:
 
 def load_models(
     *,
-    tagger: str | None = DEFAULT_TAGGER,
-    siglip: str | None = DEFAULT_SIGLIP,
-    nsfw_model: str | None = DEFAULT_NSFW,
+    tagger: str | os.PathLike | None = DEFAULT_TAGGER,
+    siglip: str | os.PathLike | None = DEFAULT_SIGLIP,
+    nsfw_model: str | os.PathLike | None = DEFAULT_NSFW,
     device: str = "auto",
     dtype: str = "float32",
     tag_threshold: float = TAG_THRESHOLD,
+    model_set: ModelSet | None = None,
 ) -> list[LazyModel]:
     """The real model families for an index run, each loaded only if something needs it.
-    ``None`` leaves a task out."""
+
+    ``None`` leaves a task out. The library stores what each family's job gives: JoyTag tags
+    scoring strictly above ``tag_threshold``, the NSFW classifier's scores, and SigLIP/CLIP image
+    embeddings (from the same image-tower pass ``taglens analyze --tasks embed`` runs).
+    ``model_set`` shares already loaded models (its names then win over the arguments);
+    otherwise one is made from the arguments.
+    """
+    from taglens.tasks import ModelSet
+
+    if model_set is None:
+        model_set = ModelSet(tagger=tagger or DEFAULT_TAGGER, siglip=siglip or DEFAULT_SIGLIP,
+                             nsfw_model=nsfw_model or DEFAULT_NSFW, device=device, dtype=dtype)
     sources: list[LazyModel] = []
     if tagger is not None:
         def tag_job() -> Job:
-            from taglens.tagging import Tagger, TagSelection
+            from taglens.tagging import TagSelection
 
-            return Tagger.from_pretrained(tagger, device=device, dtype=dtype).job(TagSelection(threshold=tag_threshold))
+            return model_set.load_tagger().job(TagSelection(threshold=tag_threshold))
 
-        sources.append(LazyModel("tag", tagger, None, tag_job))
+        sources.append(LazyModel("tag", os.fspath(model_set.tagger), None, tag_job))
     if nsfw_model is not None:
-        def nsfw_job() -> Job:
-            from taglens.nsfw import NsfwDetector
-
-            return NsfwDetector.from_pretrained(nsfw_model, device=device, dtype=dtype).job()
-
-        sources.append(LazyModel("nsfw", nsfw_model, None, nsfw_job))
+        sources.append(LazyModel("nsfw", os.fspath(model_set.nsfw_model), None, lambda: nsfw_detector(model_set).job()))
     if siglip is not None:
-        def embed_job() -> Job:
-            return load_embedder(siglip, None, device=device, dtype=dtype).job(embed=True)
-
-        sources.append(LazyModel("embed", siglip, None, embed_job))
+        sources.append(LazyModel("embed", os.fspath(model_set.siglip), None,
+                                 lambda: model_set.load_embedder().job(embedding=True)))
     return sources
 
 
-def load_embedder(model: str, revision: str | None, *, device: str = "auto", dtype: str = "float32") -> Any:
-    """A SigLIP/CLIP `taglens.zeroshot.Embedder` (text and image towers), for indexing and search."""
+def nsfw_detector(model_set: ModelSet) -> NsfwDetector:
+    """The set's NSFW classifier; one without an ``nsfw`` label (``porn``/``hentai``/``sexy``
+    checkpoints) is flagged by its labels that are not safe ones (`taglens.library.db.SAFE_LABELS`)."""
+    try:
+        return model_set.load_nsfw()
+    except UnknownLabelError:
+        from taglens.library.db import SAFE_LABELS
+        from taglens.models.vit_classifier import ImageClassifier
+        from taglens.nsfw import NsfwDetector
+
+        classifier = ImageClassifier.from_pretrained(os.fspath(model_set.nsfw_model), device=model_set.device,
+                                                     dtype=model_set.dtype)
+        unsafe = [label for label in classifier.labels if label.lower() not in SAFE_LABELS]
+        if not unsafe:
+            raise
+        return NsfwDetector(classifier, positive_label=unsafe)
+
+
+def load_embedder(model: str, revision: str | None, *, device: str = "auto", dtype: str = "float32") -> Embedder:
+    """The SigLIP/CLIP `taglens.zeroshot.Embedder` (text and image towers) of ``model`` at ``revision``:
+    what search loads for the checkpoint recorded in the library."""
     from taglens.zeroshot import Embedder
 
     return Embedder.from_pretrained(model, revision=revision, device=device, dtype=dtype)

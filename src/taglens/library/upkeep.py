@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from taglens.library import db, vectors
+from taglens.library.imports import is_uri
 from taglens.library.reports import PruneReport, VerifyReport
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ def stats(lib: Library) -> dict[str, Any]:
         "files": one("SELECT count(*) AS n FROM files"),
         "indexed": one("SELECT count(*) AS n FROM files WHERE status = 'ok'"),
         "errors": one("SELECT count(*) AS n FROM files WHERE status = 'error'"),
+        "remote": sum(1 for r in lib.conn.execute("SELECT path FROM files WHERE path LIKE '%://%'")
+                      if is_uri(r["path"])),
         "images": one("SELECT count(*) AS n FROM contents"),
         "database_bytes": sum(p.stat().st_size for p in lib.folder.glob(db.FILE_NAME + "*") if p.is_file()),
         "models": [],
@@ -80,6 +83,8 @@ def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
     if check_files:
         missing = changed = 0
         for row in lib.conn.execute("SELECT path, size, mtime FROM files"):
+            if is_uri(row["path"]):
+                continue  # imported from elsewhere: nothing on this disk to compare with
             try:
                 st = os.stat(row["path"])
             except OSError:
@@ -95,9 +100,11 @@ def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
 
 
 def prune(lib: Library, *, dry_run: bool = False) -> PruneReport:
-    """Remove files gone from disk, images no file points at, and results of superseded models."""
+    """Remove files gone from disk (URIs imported from elsewhere are kept), images no file points
+    at, and results of superseded models."""
     report = PruneReport(dry_run=dry_run)
-    gone = [r["id"] for r in lib.conn.execute("SELECT id, path FROM files") if not os.path.exists(r["path"])]
+    gone = [r["id"] for r in lib.conn.execute("SELECT id, path FROM files")
+            if not is_uri(r["path"]) and not os.path.exists(r["path"])]
     current = {m["task"]: m["id"] for m in (db.current_model(lib.conn, t) for t in db.TASKS) if m}
     old = [m["id"] for m in db.models(lib.conn) if current.get(m["task"]) != m["id"]]
     report.missing_files, report.old_models = len(gone), len(old)

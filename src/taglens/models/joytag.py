@@ -306,7 +306,9 @@ class JoyTag(nn.Module):
         B, D, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
         if self.config.use_sine:
-            return x + sincos_positions(h, w, D, x.device, x.dtype)
+            # under torch.compile the table is traced (and frozen into a constant), not cached
+            positions = sincos_positions.__wrapped__ if torch.compiler.is_compiling() else sincos_positions
+            return x + positions(h, w, D, x.device, x.dtype)
         return x + self.pos_embedding.embedding.weight[: h * w]
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:

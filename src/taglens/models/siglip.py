@@ -29,7 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ import torch
 from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.hub import ResolvedModel, resolve_model
 from taglens.models.hf_preprocess import HfImageTransform
-from taglens.runtime import Placement
+from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "google/siglip-so400m-patch14-224"
 KINDS = {"siglip": "siglip", "clip": "clip"}
@@ -66,12 +66,21 @@ class ImageTextModel:
     """``exp(logit_scale)`` of the checkpoint, the factor on cosines."""
     logit_bias: float | None
     """SigLIP's ``logit_bias``; ``None`` for CLIP."""
+    compiled: CompiledForward | None = field(default=None, init=False, repr=False)
+    """The image tower compiled by `compile`, else None (eager)."""
 
     @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 from `transform` -> (B, D) float32, L2-normalised."""
-        features = self.model.get_image_features(pixel_values=self.placement.batch(pixels)).pooler_output
-        return _normalise(features)
+        forward = self.compiled or self._image_features
+        return _normalise(forward(self.placement.batch(pixels)))
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixels).pooler_output
+
+    def compile(self) -> None:
+        """Compile the image tower with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        object.__setattr__(self, "compiled", CompiledForward(self._image_features))
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = TEXT_BATCH_SIZE) -> np.ndarray:
         """Texts -> (N, D) float32, L2-normalised, tokenised as the model was trained."""

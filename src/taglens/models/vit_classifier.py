@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 from taglens.errors import CheckpointError
 from taglens.hub import ResolvedModel, resolve_model
 from taglens.models.hf_preprocess import HfImageTransform
-from taglens.runtime import Placement
+from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
 
@@ -79,6 +79,8 @@ class ImageClassifier:
     placement: Placement
     model_id: str
     revision: str
+    compiled: CompiledForward | None = field(default=None, init=False, repr=False)
+    """The forward pass compiled by `compile`, else None (eager)."""
 
     @classmethod
     def from_pretrained(
@@ -133,8 +135,15 @@ class ImageClassifier:
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """(B, C, H, W) float32 preprocessed pixels -> (B, L) float32 logits."""
         with torch.inference_mode():
-            out = self.model(pixel_values=self.placement.batch(pixels)).logits
+            out = (self.compiled or self._logits)(self.placement.batch(pixels))
         return out.float().cpu().numpy()
+
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).logits
+
+    def compile(self) -> None:
+        """Compile the forward pass with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        object.__setattr__(self, "compiled", CompiledForward(self._logits))
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """(B, C, H, W) -> (B, L) float32 scores (softmax, sigmoid or raw, per `activation`)."""

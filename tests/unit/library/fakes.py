@@ -106,7 +106,7 @@ class FakeEmbedder:
     def embed_images(self, images):
         return np.stack([embed_pixels(Pixels()(im.convert("RGB"))) for im in images])
 
-    def job(self, embed: bool = True) -> FakeJob:
+    def job(self, labels=None, *, embedding: bool = True) -> FakeJob:
         job = FakeJob("embed", self.model_id.removesuffix("-embed"), self.revision)
         self.jobs.append(job)
         return job

@@ -1,0 +1,146 @@
+"""Results computed elsewhere, brought into the library: Parquet from ``taglens analyze -f parquet``
+(or the Ray job, which writes the same schema: `taglens.arrow`).
+
+The file's schema metadata names the checkpoint of each job (``taglens.<job>.model_id`` and
+``.revision``, the job names being ``tag``, ``nsfw``, ``embed`` or ``classify+embed``), so every
+imported result is filed under the model that made it, exactly as ``taglens index`` files its
+own. What happens to each row (`Library.import_records` applies it):
+
+- **an error row**: skipped (counted); ``taglens index`` tries that file itself later;
+- **a local file that exists**: stored as if indexed here: its path, size and mtime as on this
+  disk, its content by sha256. When the size or mtime differ from the row's, the file is hashed,
+  and a sha256 other than the row's means the results are for other bytes: skipped as
+  ``changed``;
+- **a URI** (``s3://bucket/a.jpg``, ``gs://``, ``https://``...): stored under that URI with the
+  row's size, mtime and sha256, so search finds it. ``taglens index`` never walks URIs, and
+  ``library prune`` / ``verify`` do not look for them on disk;
+- **a local path that is not on this machine**: skipped (counted as ``absent``): results for a
+  file that cannot be opened here would be removed by the next ``library prune`` anyway.
+
+Only tags, NSFW results and embeddings are kept (the library has no place for zero-shot labels).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taglens.errors import LibraryError
+from taglens.records import Record
+
+BATCH_ROWS = 4096
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# job name in the metadata -> library task; "classify+embed" carries the embeddings too
+_TASK_OF_JOB = {"tag": "tag", "nsfw": "nsfw", "embed": "embed", "classify+embed": "embed"}
+_FIELD_OF_TASK = {"tag": "tags", "nsfw": "nsfw", "embed": "embedding"}
+
+
+def is_uri(path: str) -> bool:
+    """``s3://...``, ``https://...``: a path that names no file on this machine's disks."""
+    return bool(_URI.match(path))
+
+
+@dataclass
+class ImportReport:
+    """What an import did, row by row (see the module docstring for each outcome)."""
+
+    files: int = 0
+    rows: int = 0
+    stored: int = 0
+    remote: int = 0
+    errors: int = 0
+    absent: int = 0
+    changed: int = 0
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{self.rows} rows from {self.files} files: {self.stored} stored ({self.remote} URIs), "
+                f"{self.errors} errors skipped, {self.absent} absent here, {self.changed} changed since analyzed "
+                f"({self.seconds:.1f} s)")
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """One Parquet file of records: the models its metadata names (task -> (model_id, revision))."""
+
+    path: Path
+    models: dict[str, tuple[str, str]]
+
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
+        """The records, ``rows`` at a time (a million-row file is never held whole)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from taglens.arrow import records_from_table
+
+        columns = ["path", "error", *(c for c in ("sha256", "size", "mtime", "width", "height")
+                                      if c in self._names()), *(_FIELD_OF_TASK[t] for t in self.models)]
+        parquet = pq.ParquetFile(self.path)
+        for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+            yield list(records_from_table(pa.Table.from_batches([batch])))
+
+    def _names(self) -> list[str]:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(self.path).names
+
+
+def open_parquet(path: str | os.PathLike) -> ParquetSource:
+    """Read a records file's schema and metadata; `LibraryError` when it is not one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise LibraryError(f"{path}: not a readable Parquet file ({exc})") from None
+    if "path" not in schema.names or "error" not in schema.names:
+        what = "text embeddings" if "text" in schema.names else "no 'path' and 'error' columns"
+        raise LibraryError(f"{path}: not image records from `taglens analyze -f parquet` ({what})")
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    models: dict[str, tuple[str, str]] = {}
+    for job, task in _TASK_OF_JOB.items():
+        model_id, revision = meta.get(f"taglens.{job}.model_id"), meta.get(f"taglens.{job}.revision")
+        if model_id and revision and _FIELD_OF_TASK[task] in schema.names:
+            models[task] = (model_id, revision)
+    for task, column in _FIELD_OF_TASK.items():
+        if column in schema.names and task not in models:
+            raise LibraryError(f"{path}: has a '{column}' column but its metadata names no model for it "
+                               f"(taglens.<job>.model_id / .revision), so its results cannot be filed")
+    if not models:
+        raise LibraryError(f"{path}: holds no tags, NSFW results or embeddings to import")
+    return ParquetSource(path, models)
+
+
+def place(record: Record, report: ImportReport) -> tuple[Record, str, int, float] | None:
+    """Where one imported record goes: (record, path, size, mtime), or None when it is skipped
+    (counted in ``report``); see the module docstring."""
+    from taglens.library.scan import file_sha256
+
+    if record.error is not None:
+        report.errors += 1
+        return None
+    if is_uri(record.path):
+        if record.sha256 is None:  # nothing to tell its bytes by
+            report.errors += 1
+            return None
+        report.remote += 1
+        return record, record.path, record.size or 0, record.mtime or 0.0
+    path = os.path.abspath(record.path)
+    try:
+        st = os.stat(path)
+        if record.sha256 is None or (st.st_size, st.st_mtime) != (record.size, record.mtime):
+            sha = file_sha256(path)
+            if record.sha256 is not None and sha != record.sha256:
+                report.changed += 1
+                return None
+            record = record.with_fields(sha256=sha)
+    except OSError:
+        report.absent += 1
+        return None
+    return record, path, st.st_size, st.st_mtime

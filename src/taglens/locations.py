@@ -1,0 +1,175 @@
+"""Inputs anywhere: local paths, globs and URIs (``s3://``, ``gs://``, ``hdfs://``, ``file://``,
+or any protocol fsspec knows), listed once and read through pyarrow filesystems.
+
+The Ray job lists its inputs on the driver (`list_locations`) and reads each file in a CPU task
+(`read_location`), so an unreadable file becomes an error record there instead of failing the
+job. Local arguments are expanded exactly as `taglens.inputs` expands them for the local engine
+(same files, same order, same names), plus quoted globs; a URI names a file, a folder (walked,
+keeping image suffixes, skipping hidden entries) or a glob (``*``, ``?``, ``[...]`` within one
+folder, ``**`` across folders, as the shell has them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import glob
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from taglens.errors import ImageDecodeError, TaglensError
+from taglens.inputs import image_suffixes, iter_image_paths
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB = re.compile(r"[*?[]")
+
+
+@dataclass(frozen=True)
+class Location:
+    """One input file. ``path`` names it in records (a local path as given, or the URI);
+    ``fs_path`` is where to read it: an absolute local path when ``remote`` is false, else the
+    path inside the filesystem of ``path``'s URI. ``mtime`` comes from a remote listing."""
+
+    path: str
+    fs_path: str
+    remote: bool = False
+    mtime: float | None = None
+
+
+def is_uri(text: str) -> bool:
+    """``scheme://...`` (``s3://b/k``, ``file:///x``); a Windows drive path is not one."""
+    return bool(_URI.match(text))
+
+
+def list_locations(arguments: Iterable[str], *, recursive: bool = True, stdin: TextIO | None = None) -> Iterator[Location]:
+    """Yield the files named by ``arguments`` (files, folders, globs, URIs; ``-`` reads more
+    arguments from stdin, one per line). A named file that does not exist is yielded anyway so
+    that it becomes an error record, as with the local engine."""
+    suffixes = image_suffixes()
+    for argument in arguments:
+        if argument == "-":
+            for line in stdin or sys.stdin:
+                line = line.rstrip("\r\n")
+                if line:
+                    yield from _expand(line, recursive, suffixes)
+        else:
+            yield from _expand(argument, recursive, suffixes)
+
+
+def _expand(argument: str, recursive: bool, suffixes: frozenset[str]) -> Iterator[Location]:
+    if is_uri(argument):
+        yield from _expand_uri(argument, recursive, suffixes)
+        return
+    names = [argument]
+    if _GLOB.search(argument) and not os.path.exists(argument):
+        names = sorted(glob.glob(argument, recursive=True))
+    for path in iter_image_paths(names, recursive=recursive):
+        yield Location(path, os.path.abspath(path))
+
+
+def _expand_uri(uri: str, recursive: bool, suffixes: frozenset[str]) -> Iterator[Location]:
+    from pyarrow import fs as pafs
+
+    pattern = None
+    base = uri
+    magic = _GLOB.search(uri)
+    if magic:
+        pattern = uri
+        base = uri[:uri.rfind("/", 0, magic.start()) + 1]
+    filesystem, root = filesystem_for(base)
+    info = filesystem.get_file_info(root)
+    if pattern is None and info.type != pafs.FileType.Directory:
+        yield Location(uri, root, True, _timestamp(info.mtime))  # a file, or missing: its read says why
+        return
+    if info.type != pafs.FileType.Directory:
+        return
+    deep = recursive if pattern is None else ("**" in pattern or "/" in pattern[len(base):])
+    found = filesystem.get_file_info(pafs.FileSelector(root, recursive=deep))
+    prefix = base.rstrip("/")
+    for entry in sorted((e for e in found if e.type == pafs.FileType.File), key=lambda e: e.path):
+        relative = entry.path[len(root.rstrip("/")):]
+        name = prefix + relative
+        if pattern is not None:
+            if not _glob_match(relative.strip("/").split("/"), pattern[len(prefix):].strip("/").split("/")):
+                continue
+        elif any(part.startswith(".") for part in relative.split("/")) or \
+                os.path.splitext(entry.path)[1].lower() not in suffixes:
+            continue
+        yield Location(name, entry.path, True, _timestamp(entry.mtime))
+
+
+def _glob_match(parts: list[str], patterns: list[str]) -> bool:
+    """Shell glob rules, as `glob.glob(recursive=True)` applies them: ``*``, ``?`` and ``[...]``
+    stay within one path segment and skip names starting with a dot; ``**`` spans any number
+    of segments."""
+    if not patterns:
+        return not parts
+    head, rest = patterns[0], patterns[1:]
+    if head == "**":
+        return any(_glob_match(parts[i:], rest) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _glob_match(parts[1:], rest)
+
+
+def read_location(location: Location, max_bytes: int) -> bytes:
+    """The bytes of a remote file (at most ``max_bytes + 1``, so the decoder can refuse a larger
+    one). Raises `ImageDecodeError` with the reason; never anything else."""
+    try:
+        parts = urlsplit(location.path)
+        with _filesystem(parts.scheme, parts.netloc).open_input_stream(location.fs_path) as stream:
+            return stream.read(max_bytes + 1)
+    except TaglensError as exc:
+        raise ImageDecodeError(location.path, str(exc)) from None
+    except FileNotFoundError:
+        raise ImageDecodeError(location.path, "no such file") from None
+    except PermissionError:
+        raise ImageDecodeError(location.path, "permission denied") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(location.path, "is a folder, not a file") from None
+    except Exception as exc:  # network and service errors come in many types
+        raise ImageDecodeError(location.path, f"cannot read file ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def filesystem_for(uri: str):
+    """(pyarrow FileSystem, path inside it) for a URI: pyarrow's own filesystems first (S3, GCS,
+    HDFS, local), else fsspec's (``pip install s3fs`` etc. for their protocols). One filesystem
+    object per scheme and host is kept per process, so credentials are resolved once."""
+    from pyarrow import fs as pafs
+
+    parts = urlsplit(uri)
+    filesystem = _filesystem(parts.scheme, parts.netloc)
+    if isinstance(filesystem, pafs.PyFileSystem):
+        import fsspec
+
+        return filesystem, fsspec.core.url_to_fs(uri)[1]
+    return filesystem, pafs.FileSystem.from_uri(uri)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _filesystem(scheme: str, netloc: str):
+    from pyarrow import fs as pafs
+
+    uri = f"{scheme}://{netloc}/"
+    try:
+        return pafs.FileSystem.from_uri(uri)[0]
+    except (ValueError, NotImplementedError) as exc:  # ArrowInvalid is a ValueError
+        try:
+            import fsspec
+        except ImportError:
+            raise TaglensError(f"cannot read {scheme}:// ({exc}); install fsspec and its {scheme} plugin") from None
+        try:
+            filesystem, _ = fsspec.core.url_to_fs(uri)
+        except (ImportError, ValueError) as fsspec_exc:
+            raise TaglensError(f"cannot read {scheme}:// ({fsspec_exc})") from None
+        return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+
+
+def _timestamp(moment) -> float | None:
+    return moment.timestamp() if moment is not None else None
