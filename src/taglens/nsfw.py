@@ -105,8 +105,21 @@ class NsfwJob:
             flagged=any(bool(scores[i] >= self.threshold) for i in self.positive),
         )
 
+    @property
+    def forward_key(self) -> ImageClassifier:
+        """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
+        return self.classifier
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's part, shared by every positive label and threshold: (B, C, H, W) -> (B, L)."""
+        return self.classifier.scores(pixels)
+
+    def finish(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """This job's part: each row of `forward`'s scores -> its `NsfwResult`."""
+        return [{"nsfw": self.result(row)} for row in scores]
+
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
-        return [{"nsfw": self.result(row)} for row in self.classifier.scores(pixels)]
+        return self.finish(self.forward(pixels))
 
 
 class NsfwDetector:

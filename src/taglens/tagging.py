@@ -296,8 +296,21 @@ class TagJob:
     def revision(self) -> str:
         return self.tagger.revision
 
+    @property
+    def forward_key(self) -> Tagger:
+        """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
+        return self.tagger
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's part, shared by every selection: (B, C, S, S) -> (B, n_tags) scores."""
+        return self.tagger.scores(pixels)
+
+    def finish(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """This job's part: each row of `forward`'s scores -> its record fields."""
+        return [{"tags": self.selection.select(row)} for row in scores]
+
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
-        return [{"tags": self.selection.select(row)} for row in self.tagger.scores(pixels)]
+        return self.finish(self.forward(pixels))
 
 
 def _is_single_source(images: Any) -> bool:

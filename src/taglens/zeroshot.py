@@ -214,8 +214,20 @@ class ImageTextJob:
         self.model_id = model.model_id
         self.revision = model.revision
 
+    @property
+    def forward_key(self) -> ImageTextModel:
+        """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
+        return self.model
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's part, shared by every label set: (B, C, H, W) -> (B, D) unit embeddings."""
+        return self.model.encode_images(pixels)
+
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
-        embeddings = self.model.encode_images(pixels)
+        return self.finish(self.forward(pixels))
+
+    def finish(self, embeddings: np.ndarray) -> list[dict[str, Any]]:
+        """This job's part: rows of `forward`'s embeddings -> label scores and/or the embedding."""
         out: list[dict[str, Any]] = [{} for _ in range(len(embeddings))]
         if self.labels is not None:
             scores = self.model.scores(embeddings, self.label_embeddings)  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from taglens.cli.embed import embed
 from taglens.cli.index import index
 from taglens.cli.library import library
 from taglens.cli.nsfw import nsfw
-from taglens.cli.pending import pending_command
 from taglens.cli.search import search
+from taglens.cli.serve import serve
 from taglens.cli.tag import tag
 
 COMMANDS: list[click.Command] = [
@@ -25,5 +25,5 @@ COMMANDS: list[click.Command] = [
     search,
     duplicates,
     library,
-    pending_command("serve", "Serve the HTTP API and web page."),
+    serve,
 ]

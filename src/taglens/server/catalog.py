@@ -1,0 +1,231 @@
+"""The library as the server sees it: search results with image ids, an image's facts and file.
+
+An image's **id** is the library's content id (one per distinct image; byte-identical copies share
+it, and an id is never reused, so a stale link cannot show another picture). Files are found from
+the id in the database, never from anything in a URL, and served only while they still have the
+size and modification time they were indexed with.
+
+Text and filter searches are `taglens.library.Library.search` itself. Searches with example
+images take vectors the server computed (an upload goes through the shared batcher) or stored
+ones (an indexed image's id), and rank them with the library's own scoring
+(`taglens.library.search.rank`). Everything here reads the database; nothing writes to it.
+(Wanted in the library itself: ``Library.search(vectors=...)`` and an id on `Hit`; see the report.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from taglens.errors import LibraryError
+from taglens.images import DecodeOptions, decode
+from taglens.library import Library, db, vectors
+from taglens.library import search as ranking
+from taglens.records import NsfwResult, TagScore
+
+THUMBNAIL_CACHE = 512
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    texts: Sequence[str] = ()
+    minus: Sequence[str] = ()
+    vectors: Sequence[np.ndarray] = ()
+    minus_vectors: Sequence[np.ndarray] = ()
+    tags: Sequence[str] = ()
+    no_tags: Sequence[str] = ()
+    max_nsfw: float | None = None
+    min_score: float | None = None
+    limit: int = 20
+    exclude: frozenset[int] = frozenset()
+
+
+class Catalog:
+    """A read-only view of one library, safe to call from several threads (one at a time inside)."""
+
+    def __init__(self, library: Library):
+        self.library = library
+        self._lock = threading.RLock()
+        self._thumbnails: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+
+    @classmethod
+    def open(cls, folder: Path, embedder_loader: Callable[[str, str], Any]) -> Catalog:
+        return cls(Library.open(folder, embedder_loader=embedder_loader))
+
+    def close(self) -> None:
+        with self._lock:
+            self.library.close()
+
+    @property
+    def conn(self) -> Any:
+        return self.library.conn
+
+    # ---- models ---------------------------------------------------------------------------------
+
+    def current_models(self) -> dict[str, db.ModelRow]:
+        with self._lock:
+            return {task: row for task in db.TASKS if (row := db.current_model(self.conn, task)) is not None}
+
+    def embedder(self) -> Any:
+        """The text/image embedder of the model the library was indexed with (loaded once)."""
+        with self._lock:
+            return self.library.embedder()
+
+    # ---- search ---------------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        """Hits as the CLI's ``search --format jsonl`` lines, each with the image ``id``."""
+        with self._lock:
+            if not query.vectors and not query.minus_vectors and not query.exclude:
+                hits = self.library.search(list(query.texts), minus=list(query.minus), tags=query.tags,
+                                           no_tags=query.no_tags, max_nsfw=query.max_nsfw,
+                                           min_score=query.min_score, limit=query.limit)
+                ids = self._content_ids([h.path for h in hits])
+                return [{"id": ids[h.path], **h.to_json()} for h in hits if h.path in ids]
+            return self._vector_search(query)
+
+    def _vector_search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        lib = self.library
+        models = {task: db.current_model(self.conn, task) for task in ("tag", "nsfw")}
+        if (query.tags or query.no_tags) and models["tag"] is None:
+            raise LibraryError("the library has no tags; index with the tag task to filter by tag")
+        if query.max_nsfw is not None and models["nsfw"] is None:
+            raise LibraryError("the library has no NSFW scores; index with the nsfw task to filter by them")
+        embed = lib.embed_model()
+        parts: list[ranking.Part] = []
+        calibration = None
+        texts = [ranking.split_weight(t) for t in query.texts] + [
+            (-w, t) for w, t in (ranking.split_weight(m) for m in query.minus)]
+        if texts:
+            embedder = lib.embedder()
+            embedded = np.asarray(embedder.embed_texts([t for _, t in texts]), dtype=np.float32)
+            parts += [ranking.Part(vectors.normalise(v), w, True) for (w, _), v in zip(texts, embedded)]
+            if getattr(embedder, "logit_bias", None) is not None:
+                calibration = ranking.Calibration(float(embedder.logit_scale), float(embedder.logit_bias))
+        parts += [ranking.Part(vectors.normalise(np.asarray(v, np.float32)), 1.0, False) for v in query.vectors]
+        parts += [ranking.Part(vectors.normalise(np.asarray(v, np.float32)), -1.0, False) for v in query.minus_vectors]
+        for part in parts:
+            if part.vector.shape != (embed["dim"],):
+                raise LibraryError(f"query embedding has shape {part.vector.shape}, the library's is ({embed['dim']},)")
+        if not any(p.weight > 0 for p in parts):
+            raise LibraryError("a search needs at least one text or image to look for (not only minus parts)")
+        filtered = bool(query.tags or query.no_tags or query.max_nsfw is not None or query.exclude)
+        allowed = None
+        if filtered:
+            allowed = db.filtered_contents(self.conn, tags=query.tags, no_tags=query.no_tags, max_nsfw=query.max_nsfw,
+                                           tag_model=models["tag"] and models["tag"]["id"],
+                                           nsfw_model=models["nsfw"] and models["nsfw"]["id"])
+            if query.exclude:
+                allowed = allowed[~np.isin(allowed, np.fromiter(query.exclude, np.int64))]
+        keys, scores = ranking.rank(lib.vector_index(), parts, calibration, limit=query.limit, allowed=allowed,
+                                    min_score=query.min_score, exact_limit=lib.exact_limit)
+        return self._hits([int(k) for k in keys], [float(s) for s in scores], query.limit, models)
+
+    def _hits(self, contents: list[int], scores: list[float], limit: int, models: dict[str, Any]) -> list[dict]:
+        info = db.describe_contents(self.conn, contents, models["tag"] and models["tag"]["id"],
+                                    models["nsfw"] and models["nsfw"]["id"])
+        out = []
+        for content, score in zip(contents, scores):
+            for path in info[content]["paths"]:
+                out.append({"id": content, "path": path, "score": score, "tags": _tags(info[content]["tags"]),
+                            "nsfw": _nsfw(info[content]["nsfw"])})
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def _content_ids(self, paths: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(f"SELECT path, content FROM files WHERE path IN ({marks}) "
+                                         "AND content IS NOT NULL", chunk):
+                out[row["path"]] = row["content"]
+        return out
+
+    # ---- one image ------------------------------------------------------------------------------
+
+    def info(self, image_id: int) -> dict[str, Any] | None:
+        """The image's facts (sha256, size, paths) and its current tags and NSFW result."""
+        with self._lock:
+            content = self.conn.execute("SELECT * FROM contents WHERE id = ?", (image_id,)).fetchone()
+            if content is None:
+                return None
+            models = {task: db.current_model(self.conn, task) for task in ("tag", "nsfw")}
+            entry = db.describe_contents(self.conn, [image_id], models["tag"] and models["tag"]["id"],
+                                         models["nsfw"] and models["nsfw"]["id"])[image_id]
+            if not entry["paths"]:
+                return None
+            return {"id": image_id, "sha256": content["sha256"], "width": content["width"],
+                    "height": content["height"], "paths": entry["paths"], "tags": _tags(entry["tags"]),
+                    "nsfw": _nsfw(entry["nsfw"])}
+
+    def stored_vector(self, image_id: int) -> np.ndarray | None:
+        """The image's stored embedding under the library's current embedding model."""
+        with self._lock:
+            model = db.current_model(self.conn, "embed")
+            return None if model is None else db.embedding_of(self.conn, image_id, model["id"])
+
+    def file(self, image_id: int) -> Path | None:
+        """A file holding this image that is unchanged since it was indexed (same size and mtime)."""
+        with self._lock:
+            rows = self.conn.execute("SELECT path, size, mtime FROM files WHERE content = ? AND status = 'ok' "
+                                     "ORDER BY path", (image_id,)).fetchall()
+        for row in rows:
+            try:
+                st = os.stat(row["path"])
+            except OSError:
+                continue
+            if os.path.isfile(row["path"]) and st.st_size == row["size"] and st.st_mtime == row["mtime"]:
+                return Path(row["path"])
+        return None
+
+    def thumbnail(self, image_id: int, size: int) -> bytes | None:
+        """A JPEG no larger than ``size`` on either side (cached), or None when the file is gone."""
+        path = self.file(image_id)
+        if path is None:
+            return None
+        st = path.stat()
+        key = (image_id, size, f"{st.st_size}:{st.st_mtime_ns}")
+        with self._lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        image = decode(path, DecodeOptions(target_size=size)).image
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        data = buffer.getvalue()
+        with self._lock:
+            self._thumbnails[key] = data
+            while len(self._thumbnails) > THUMBNAIL_CACHE:
+                self._thumbnails.popitem(last=False)
+        return data
+
+
+def media_type(path: Path) -> str:
+    """The MIME type of an image file from its header (never from its name)."""
+    try:
+        with Image.open(path, formats=[f for f in Image.OPEN if f != "EPS"]) as im:
+            return Image.MIME.get(im.format or "", "application/octet-stream")
+    except Exception:  # noqa: BLE001 (Pillow's plugins raise many types; the type is only a hint)
+        return "application/octet-stream"
+
+
+def _tags(tags: list[TagScore] | None) -> list[dict[str, Any]] | None:
+    return None if tags is None else [{"tag": t.tag, "score": t.score} for t in tags]
+
+
+def _nsfw(result: NsfwResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {"label": result.label, "score": result.score, "scores": dict(result.scores), "flagged": result.flagged}

@@ -1,0 +1,180 @@
+"""The engine's steps for HTTP requests: admit, decode in a thread pool, batch across requests.
+
+    service = Service(settings, models, metrics)     # models: a taglens.tasks.ModelSet
+    with service.admit(len(images)):                 # or QueueFull (-> 503 + Retry-After)
+        records = await service.run(images, jobs)    # one Record per image, in order
+
+The offline engine (`taglens.engine.run`) batches the images of one run; a server's requests each
+bring a few images, so the batching happens across requests instead (`taglens.server.batching`).
+Everything else is the engine's: `taglens.engine.prepare_source` reads, decodes (once) and applies
+each distinct transform, and bad inputs become error records.
+
+Memory is bounded by admission: at most ``queue_size`` images are between decoding and their
+result at any time; a request that does not fit is refused at once with a hint of when to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from taglens.engine import Job, prepare_source
+from taglens.images import DecodeOptions, ImageSource
+from taglens.records import Record
+from taglens.server.batching import Batcher
+from taglens.server.metrics import Metrics
+from taglens.server.settings import Settings
+from taglens.tasks import ModelSet, TaskRequest
+
+JOB_CACHE = 256  # distinct option sets whose jobs are kept
+
+
+class QueueFull(Exception):
+    """The bounded queue cannot take this request now; ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, retry_after: int, message: str = "the server is busy: its image queue is full"):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimedOut(Exception):
+    """A request's images were not all done within the request timeout (its work is dropped)."""
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """One image of a request and the name its record carries (upload file name, or path)."""
+
+    name: str
+    source: ImageSource
+
+
+class Service:
+    """Models, decode pool, batcher and admission of one server process."""
+
+    def __init__(self, settings: Settings, models: ModelSet, metrics: Metrics):
+        self.settings = settings
+        self.models = models
+        self.metrics = metrics
+        self.batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000.0, on_batch=self._on_batch)
+        self.pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="taglens-decode")
+        self.decode = DecodeOptions(max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes,
+                                    draft=settings.draft)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
+        self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
+        metrics.queue_depth.set_function(lambda: self._admitted)
+        metrics.batcher_pending.set_function(lambda: self.batcher.pending)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- models ---------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every model family now (at start), so the first request does not pay for it."""
+        self.models.load_tagger()
+        self.models.load_embedder()
+        self.models.load_nsfw()
+
+    async def jobs(self, request: TaskRequest) -> tuple[Job, ...]:
+        """The jobs for a request, made once per distinct set of options (tag selections are bound
+        to the tag list, labels embedded through the shared label cache) in a worker thread, since
+        embedding new labels runs the text tower; later requests with the same options reuse them."""
+        found = self._jobs.get(request)
+        if found is None:
+            found = tuple(await asyncio.get_running_loop().run_in_executor(None, self.models.jobs, request))
+            with self._lock:
+                self._jobs[request] = found
+                while len(self._jobs) > JOB_CACHE:
+                    self._jobs.pop(next(iter(self._jobs)))
+        return found
+
+    # ---- admission ------------------------------------------------------------------------------
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def check_room(self) -> None:
+        """Refuse early (before reading a body) when the queue is already full."""
+        with self._lock:
+            if self._admitted >= self.settings.queue_size:
+                self.metrics.rejected.labels("queue_full").inc()
+                raise QueueFull(self._retry_after())
+
+    @contextmanager
+    def admit(self, n: int) -> Iterator[None]:
+        """Hold ``n`` places in the queue for the duration of the block, or raise `QueueFull`."""
+        with self._lock:
+            if self._admitted + n > self.settings.queue_size:
+                self.metrics.rejected.labels("queue_full").inc()
+                raise QueueFull(self._retry_after())
+            self._admitted += n
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitted -= n
+
+    def _retry_after(self) -> int:
+        """Seconds until the images now queued should be done, from recent batches (1..60)."""
+        per_image = sum(self._cost.values()) or 0.05
+        return int(min(60, max(1, math.ceil(self._admitted * per_image))))
+
+    def _on_batch(self, model: str, size: int, seconds: float) -> None:
+        previous = self._cost.get(model)
+        now = seconds / size
+        self._cost[model] = now if previous is None else 0.8 * previous + 0.2 * now
+        self.metrics.observe_batch(model, size, seconds)
+
+    # ---- running --------------------------------------------------------------------------------
+
+    async def run(self, images: Sequence[NamedSource], jobs: Sequence[Job]) -> list[Record]:
+        """One record per image, in order: the jobs' fields, or the reason it failed. Raises
+        `RequestTimedOut` when not done within ``request_timeout_s`` (nothing is left running)."""
+        tasks = [asyncio.ensure_future(self._one(image, jobs)) for image in images]
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                records = await asyncio.gather(*tasks)
+        except TimeoutError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.metrics.rejected.labels("timeout").inc()
+            raise RequestTimedOut(f"not done within {self.settings.request_timeout_s:g} s") from None
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        for record in records:
+            self.metrics.images.labels("error" if record.error else "ok").inc()
+        return list(records)
+
+    async def _one(self, image: NamedSource, jobs: Sequence[Job]) -> Record:
+        loop = asyncio.get_running_loop()
+        transforms = list(dict.fromkeys(job.transform for job in jobs))
+        options = replace(self.decode, target_size=max(t.input_size for t in transforms))
+        prepare = functools.partial(prepare_source, image.source, transforms, options, hash_files=False)
+        prepared = await loop.run_in_executor(self.pool, prepare)
+        record = prepared.record.with_fields(path=image.name)
+        if prepared.arrays is None:
+            return record
+        futures = [asyncio.wrap_future(self.batcher.submit(job, prepared.arrays[job.transform])) for job in jobs]
+        prepared.arrays = None
+        outcomes: list[Any] = await asyncio.gather(*futures)
+        fields: dict[str, Any] = {}
+        for outcome in outcomes:
+            if isinstance(outcome, str):
+                return record.with_fields(error=outcome)
+            fields.update(outcome)
+        return record.with_fields(**fields)

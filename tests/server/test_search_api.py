@@ -1,0 +1,148 @@
+"""Search and images: the library's own answers, with image ids; example images by upload or id;
+an image's file, thumbnail, facts and neighbours."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from taglens.library import Library, db
+
+from .conftest import encoded
+
+
+@pytest.fixture
+def lib(client, library):
+    embedder = client.app.state.service.models.load_embedder()
+    with Library.open(library["folder"], embedder_loader=lambda model_id, revision: embedder) as opened:
+        yield opened
+
+
+def stored(lib, content: int) -> np.ndarray:
+    model = db.current_model(lib.conn, "embed")
+    vector = db.embedding_of(lib.conn, content, model["id"])
+    return vector / np.linalg.norm(vector)
+
+
+def content_of(lib, path: str) -> int:
+    return db.file_by_path(lib.conn, path)["content"]
+
+
+def test_text_search_is_the_librarys_search_with_ids(client, lib):
+    response = client.get("/v1/search", params={"q": ["a red car", "2:sky"], "minus": "people", "limit": 5})
+    assert response.status_code == 200, response.text
+    got = response.json()["results"]
+    want = [h.to_json() for h in lib.search(["a red car", "2:sky"], minus=["people"], limit=5)]
+    assert [{k: v for k, v in g.items() if k != "id"} for g in got] == want
+    assert [g["id"] for g in got] == [content_of(lib, g["path"]) for g in got]
+    assert len(got) == 5 and got == sorted(got, key=lambda g: -g["score"])
+
+
+def test_filters(client, lib):
+    tag_counts = {}
+    for hit in lib.search(tags=(), max_nsfw=1.0, limit=100):
+        for t in hit.tags:
+            tag_counts[t.tag] = tag_counts.get(t.tag, 0) + 1
+    some = next(t for t, n in sorted(tag_counts.items()) if 0 < n < 12)
+    with_tag = client.get("/v1/search", params={"tag": some, "limit": 100}).json()["results"]
+    assert len(with_tag) == tag_counts[some] and all(h["score"] is None for h in with_tag)
+    assert all(some in {t["tag"] for t in h["tags"]} for h in with_tag)
+    without = client.get("/v1/search", params={"q": "x", "no_tag": some, "limit": 100}).json()["results"]
+    assert len(without) == 12 - tag_counts[some]
+    safe = client.get("/v1/search", params={"q": "x", "max_nsfw": 0.4, "limit": 100}).json()["results"]
+    assert safe and all(h["nsfw"]["scores"]["nsfw"] <= 0.4 for h in safe)
+    assert len(safe) == len(lib.search("x", max_nsfw=0.4, limit=100))
+    assert client.get("/v1/search", params={"max_nsfw": 2}).status_code == 422
+    assert client.get("/v1/search", params={"limit": 0}).status_code == 422
+
+
+def test_search_by_uploaded_image_finds_it_first(client, library, lib):
+    target = library["paths"][4]
+    png = io.BytesIO()
+    Image.open(target).save(png, "PNG")  # the same picture, other bytes: found by its embedding
+    response = client.post("/v1/search", files=[("files", ("q.png", png.getvalue(), "image/png"))],
+                           data={"limit": "3"})
+    assert response.status_code == 200, response.text
+    hits = response.json()["results"]
+    assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=2e-3)
+    assert len(hits) == 3
+    as_json = client.post("/v1/search", json={"images": [{"data": base64.b64encode(png.getvalue()).decode()}],
+                                              "limit": 3}).json()["results"]
+    assert [h["id"] for h in as_json] == [h["id"] for h in hits]
+
+
+def test_search_by_indexed_ids_ranks_by_cosine(client, lib, library):
+    first = content_of(lib, str(library["paths"][0]))
+    hits = client.post("/v1/search", json={"image_ids": [first], "limit": 12}).json()["results"]
+    query = stored(lib, first)
+    cosines = {h["id"]: float(stored(lib, h["id"]) @ query) for h in hits}
+    assert hits[0]["id"] == first
+    assert [h["id"] for h in hits] == sorted(cosines, key=lambda i: -cosines[i])
+    for h in hits:
+        assert h["score"] == pytest.approx(cosines[h["id"]], abs=2e-3)
+    pushed = client.post("/v1/search", json={"image_ids": [first], "minus_image_ids": [hits[1]["id"]],
+                                             "limit": 12}).json()["results"]
+    assert [h["id"] for h in pushed].index(hits[1]["id"]) > 1
+    assert client.post("/v1/search", json={"image_ids": [987654]}).status_code == 404
+
+
+def test_similar_leaves_the_image_itself_out(client, lib, library):
+    first = content_of(lib, str(library["paths"][0]))
+    similar = client.get(f"/v1/images/{first}/similar", params={"limit": 4}).json()["results"]
+    assert len(similar) == 4 and first not in [h["id"] for h in similar]
+    with_self = client.post("/v1/search", json={"image_ids": [first], "limit": 5}).json()["results"]
+    assert [h["id"] for h in similar] == [h["id"] for h in with_self[1:]]
+    assert client.get("/v1/images/987654/similar").status_code == 404
+
+
+def test_info_thumbnail_and_file(client, lib, library):
+    path = str(library["paths"][2])
+    content = content_of(lib, path)
+    info = client.get(f"/v1/images/{content}/info").json()
+    row = lib.conn.execute("SELECT * FROM contents WHERE id = ?", (content,)).fetchone()
+    assert info["paths"] == [path] and (info["sha256"], info["width"], info["height"]) == (
+        row["sha256"], row["width"], row["height"])
+    [hit] = [h for h in lib.search(image=[path], limit=12) if h.path == path]
+    assert info["tags"] == hit.to_json()["tags"] and info["nsfw"] == hit.to_json()["nsfw"]
+    thumb = client.get(f"/v1/images/{content}/thumbnail", params={"size": 32})
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    small = Image.open(io.BytesIO(thumb.content))
+    assert small.format == "JPEG" and max(small.size) == 32
+    again = client.get(f"/v1/images/{content}/thumbnail", params={"size": 32})
+    assert again.content == thumb.content  # from the cache
+    default = Image.open(io.BytesIO(client.get(f"/v1/images/{content}/thumbnail").content))
+    assert default.size == Image.open(path).size  # never enlarged (96 x 72 is below 256)
+    for missing in ("info", "thumbnail"):
+        assert client.get(f"/v1/images/987654/{missing}").status_code == 404
+    assert client.get("/v1/images/987654").status_code == 404
+    assert client.get(f"/v1/images/{content}/thumbnail", params={"size": 5000}).status_code == 422
+
+
+def test_a_query_image_that_cannot_be_decoded_is_422(client):
+    response = client.post("/v1/search", files=[("files", ("q.jpg", b"\xff\xd8\xff nope", "image/jpeg"))])
+    assert response.status_code == 422
+    assert response.json()["results"][0]["path"] == "q.jpg" and response.json()["results"][0]["error"]
+
+
+def test_without_a_library_search_and_images_are_404(make_client):
+    client = make_client()
+    for path in ("/v1/search?q=x", "/v1/images/1", "/v1/images/1/info", "/v1/images/1/thumbnail",
+                 "/v1/images/1/similar"):
+        response = client.get(path)
+        assert response.status_code == 404 and "no library" in response.json()["detail"]
+    assert client.post("/v1/search", json={"q": ["x"]}).status_code == 404
+    assert client.get("/healthz").json()["library"] is False
+
+
+def test_a_library_that_cannot_answer_is_409(make_client, tmp_path):
+    Library.open(tmp_path / "empty").close()
+    client = make_client(library=tmp_path / "empty")
+    response = client.get("/v1/search", params={"q": "x"})
+    assert response.status_code == 409 and "no embeddings yet" in response.json()["detail"]
+    assert client.get("/v1/search", params={"tag": "x"}).status_code == 409
+    assert client.post("/v1/search", json={"q": ["x"], "images": [{"data": base64.b64encode(encoded(1)).decode()}]}
+                       ).status_code == 409
