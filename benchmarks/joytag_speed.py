@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
 from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
+from PIL import Image
 
 from taglens.models.joytag import load_model, load_tags  # noqa: E402
 from taglens.tagging import Tagger  # noqa: E402

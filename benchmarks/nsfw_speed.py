@@ -25,7 +25,6 @@ import statistics
 import time
 
 import torch
-
 from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
 
 from taglens.engine import EngineOptions  # noqa: E402

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from nsfw_speed import make_images  # noqa: E402
+from common import make_photos  # noqa: E402
 
 from taglens.engine import EngineOptions, run  # noqa: E402
 from taglens.nsfw import NsfwDetector  # noqa: E402
@@ -183,7 +183,7 @@ def main() -> None:
               flush=True)
         models = {"nsfw": write_vit_classifier(root / "vit", preset=PRESETS[args.preset]),
                   "siglip": write_siglip(root / "siglip"), "tagger": TINY_TAGGER}
-        paths = make_images(root, args.images)
+        paths = make_photos(root / "images", args.images, sizes=[(640, 480)])
         bodies = [multipart(Path(p).read_bytes()) for p in paths]
         detector = NsfwDetector.from_pretrained(models["nsfw"], device=args.device, dtype=args.dtype)
         job = detector.job()

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-
 from common import DEFAULT_WORKDIR, make_photos  # noqa: E402  (puts src/ on sys.path)
+from PIL import Image
 
 from taglens.engine import EngineOptions, run  # noqa: E402
 from taglens.testing import write_siglip  # noqa: E402

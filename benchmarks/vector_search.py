@@ -165,7 +165,7 @@ def main() -> None:
             matrix = data[:size].astype(np.float32)
             index = vectors.ExactIndex(np.arange(size, dtype=np.int64), matrix)
             sub_truth = truth if size == args.n else exact_truth(data[:size], queries, args.k)
-            p50, p95, found = timed(lambda q: index.search(q, args.k)[0][0], queries)
+            p50, p95, found = timed(lambda q, index=index: index.search(q, args.k)[0][0], queries)
             row("exact float32 scan (ExactIndex)", size, p50, p95, recall(found, sub_truth), 0.0, matrix.nbytes / 1e6)
             del matrix, index
 
@@ -188,7 +188,7 @@ def main() -> None:
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP only adds barriers, costly under load
         bits = 1 if method == "rabitq" else 2
         for c in candidates if method == "rabitq" else [c // 10 for c in candidates]:
-            p50, p95, found = timed(lambda q: rerank(q, index.search(q[None], c)[1][0]), queries)
+            p50, p95, found = timed(lambda q, index=index, c=c: rerank(q, index.search(q[None], c)[1][0]), queries)
             row(f"faiss RaBitQ {bits}-bit fast scan + exact rerank of {c:,}", args.n, p50, p95, recall(found, truth),
                 build, memory)
         del index
@@ -204,11 +204,11 @@ def main() -> None:
         build, memory = time.perf_counter() - t, rss_mb() - before
         faiss.omp_set_num_threads(1)
         for c in candidates[-2:]:
-            p50, p95, found = timed(lambda q: rerank(q, index.search(np.packbits(q[None] > 0, axis=1), c)[1][0]),
+            p50, p95, found = timed(lambda q, c=c: rerank(q, index.search(np.packbits(q[None] > 0, axis=1), c)[1][0]),
                                     queries)
             row(f"faiss binary (Hamming) + exact rerank of {c:,}", args.n, p50, p95, recall(found, truth), build, memory)
         del index
-    del rerank
+    rerank = None  # free the float32 copy before HNSW
 
     hn = min(args.hnsw_n or args.n, args.n)
     htruth = truth if hn == args.n else exact_truth(data[:hn], queries, args.k)
@@ -254,7 +254,7 @@ def main() -> None:
             build = time.perf_counter() - t
             for ef in [int(e) for e in args.ef.split(",")]:
                 index.expansion_search = ef
-                p50, p95, found = timed(lambda q: index.search(q, args.k).keys, queries)
+                p50, p95, found = timed(lambda q, index=index: index.search(q, args.k).keys, queries)
                 row(f"usearch HNSW f16 M={m} ef={ef}", hn, p50, p95, recall(found, htruth), build,
                     index.memory_usage / 1e6)
             del index

@@ -11,22 +11,45 @@ from taglens.errors import (
     CheckpointError,
     ImageDecodeError,
     ModelNotFoundError,
-    TagSelectionError,
     TaglensError,
+    TagSelectionError,
     UnsafeCheckpointError,
 )
-from taglens.images import DecodeOptions, DecodedImage, decode, decode_image
+from taglens.images import DecodedImage, DecodeOptions, decode, decode_image
+
+# The model and library classes pull in torch and transformers: imported on first use, so that
+# `import taglens` (and a CLI that only indexes an unchanged folder) stays fast.
+_LAZY = {
+    "Tagger": "taglens.tagging",
+    "ZeroShotClassifier": "taglens.zeroshot",
+    "Embedder": "taglens.zeroshot",
+    "NsfwDetector": "taglens.nsfw",
+    "Library": "taglens.library",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taglens' has no attribute {name!r}")
 
 __all__ = [
     "__version__",
     "CheckpointError",
     "DecodeOptions",
     "DecodedImage",
+    "Embedder",
     "ImageDecodeError",
+    "Library",
     "ModelNotFoundError",
+    "NsfwDetector",
     "TagSelectionError",
+    "Tagger",
     "TaglensError",
     "UnsafeCheckpointError",
+    "ZeroShotClassifier",
     "decode",
     "decode_image",
 ]

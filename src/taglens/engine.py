@@ -25,7 +25,15 @@ import numpy as np
 from PIL import Image
 
 from taglens.errors import ImageDecodeError
-from taglens.images import DecodedImage, DecodeOptions, ImageSource, decode, decode_bytes, describe_source, read_source_bytes
+from taglens.images import (
+    DecodedImage,
+    DecodeOptions,
+    ImageSource,
+    decode,
+    decode_bytes,
+    describe_source,
+    read_source_bytes,
+)
 from taglens.records import Record
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ retried, and ``--resume`` adds only the images the output folder lacks."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -104,6 +105,23 @@ def test_rows_equal_the_local_engines_records(first_run, checkpoints):
         assert_same_record(first_run.rows[path], record)
     broken = first_run.rows[str(first_run.folder / "broken.jpg")]
     assert broken.error and broken.error == want[broken.path].error
+
+
+def test_library_import_of_the_output_folder_then_search(first_run, tmp_path):
+    """``taglens library import DIR`` takes the job's folder; search then finds each image by itself."""
+    library = tmp_path / "library"
+    result = CliRunner().invoke(cli, ["library", "import", str(first_run.out), "--library", str(library)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "6 rows from" in result.stderr and "5 stored (0 URIs), 1 errors skipped" in result.stderr
+    target = first_run.folder / "sub" / "c.webp"
+    found = CliRunner().invoke(cli, ["search", "--image", str(target), "--library", str(library), "-f", "jsonl",
+                                     "-n", "3"], catch_exceptions=False)
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert [t["tag"] for t in hits[0]["tags"]] == [t.tag for t in first_run.rows[str(target)].tags]
+    by_text = CliRunner().invoke(cli, ["search", "a cat", "--library", str(library), "-f", "jsonl"])
+    assert len(by_text.stdout.splitlines()) == 5
 
 
 def test_a_worker_that_dies_is_retried(first_run):

@@ -90,8 +90,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
-    from taglens.sinks import committing
     from taglens.runtime import Placement
+    from taglens.sinks import committing
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
 

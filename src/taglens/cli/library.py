@@ -4,6 +4,7 @@ that every library command shares."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -104,7 +105,7 @@ def prune(library_dir: str | None, dry_run: bool) -> None:
 
 
 @library.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True), metavar="FILE|DIR...")
 @library_option
 @click.option("--quiet", "-q", is_flag=True, help="No summary line.")
 def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> None:
@@ -112,7 +113,8 @@ def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> Non
     recomputing them; search then finds those images.
 
     Each file's metadata names the checkpoint of each job, and results are filed under it as
-    `taglens index` files its own. Error rows are skipped (index tries them later); local files
+    `taglens index` files its own. A folder stands for the `*.parquet` files in it (the Ray job's
+    output). Error rows are skipped (index tries them later); local files
     are stored as if indexed here (a file whose bytes changed since is skipped); URIs
     (s3://...) are stored as they are; local paths absent from this machine are skipped.
 
@@ -121,8 +123,12 @@ def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> Non
         taglens analyze photos/ --tasks tag,nsfw,embed -f parquet -o photos.parquet
         taglens library import photos.parquet
         taglens search "a dog on a beach"
+        taglens library import results/          # taglens analyze --engine ray -o results/
     """
+    parquet = [p for f in files for p in (sorted(Path(f).glob("*.parquet")) if Path(f).is_dir() else [Path(f)])]
+    if not parquet:
+        raise click.UsageError(f"no .parquet files in {', '.join(files)}")
     with open_library(library_dir) as lib:
-        report = lib.import_parquet(files)
+        report = lib.import_parquet(parquet)
     if not quiet:
         click.echo(report.line(), err=True)
