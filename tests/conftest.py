@@ -49,7 +49,11 @@ def photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     """A folder with a few good images of different kinds and one corrupt file."""
-    folder = tmp_path / "images"
+    return write_image_folder(tmp_path / "images")
+
+
+def write_image_folder(folder: Path) -> Path:
+    """a.jpg, b.png (grey), sub/c.webp, d.png (translucent RGBA) and a corrupt broken.jpg."""
     (folder / "sub").mkdir(parents=True)
     photo(64, 48, 1).save(folder / "a.jpg", quality=92)
     photo(40, 70, 2).convert("L").save(folder / "b.png")

@@ -31,14 +31,20 @@ def iter_image_paths(
 ) -> Iterator[str]:
     """Yield image paths for files, folders and ``-`` (newline-separated paths read from stdin)."""
     suffixes = image_suffixes()
+    for argument in expand_stdin(arguments, stdin):
+        yield from _expand(argument, recursive, suffixes)
+
+
+def expand_stdin(arguments: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
+    """The arguments, with ``-`` replaced by the non-empty lines of stdin (one argument each)."""
     for argument in arguments:
         if argument == "-":
             for line in stdin or sys.stdin:
                 line = line.rstrip("\r\n")
                 if line:
-                    yield from _expand(line, recursive, suffixes)
+                    yield line
         else:
-            yield from _expand(argument, recursive, suffixes)
+            yield argument
 
 
 def _expand(argument: str, recursive: bool, suffixes: frozenset[str]) -> Iterator[str]:

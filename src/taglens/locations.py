@@ -16,14 +16,13 @@ import functools
 import glob
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from taglens.errors import ImageDecodeError, TaglensError
-from taglens.inputs import image_suffixes, iter_image_paths
+from taglens.inputs import expand_stdin, image_suffixes, iter_image_paths
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?[]")
@@ -51,14 +50,8 @@ def list_locations(arguments: Iterable[str], *, recursive: bool = True, stdin: T
     arguments from stdin, one per line). A named file that does not exist is yielded anyway so
     that it becomes an error record, as with the local engine."""
     suffixes = image_suffixes()
-    for argument in arguments:
-        if argument == "-":
-            for line in stdin or sys.stdin:
-                line = line.rstrip("\r\n")
-                if line:
-                    yield from _expand(line, recursive, suffixes)
-        else:
-            yield from _expand(argument, recursive, suffixes)
+    for argument in expand_stdin(arguments, stdin):
+        yield from _expand(argument, recursive, suffixes)
 
 
 def _expand(argument: str, recursive: bool, suffixes: frozenset[str]) -> Iterator[Location]:

@@ -26,7 +26,7 @@ from taglens.sinks import ParquetSink
 from taglens.tagging import TagSelection
 from taglens.tasks import ModelSet, TaskRequest
 
-from ..conftest import photo
+from ..conftest import photo, write_image_folder
 
 TASKS = ("tag", "classify", "nsfw", "embed")
 LABELS = ("a cat", "a dog", "a plane")
@@ -72,16 +72,8 @@ def first_run(ray_cluster, checkpoints, tmp_path_factory):
     """One CLI run over a folder with good images of several kinds, a corrupt file and a file
     whose first worker dies."""
     root = tmp_path_factory.mktemp("ray")
-    folder = root / "images"
-    (folder / "sub").mkdir(parents=True)
-    photo(64, 48, 1).save(folder / "a.jpg", quality=92)
-    photo(40, 70, 2).convert("L").save(folder / "b.png")
-    photo(50, 50, 3).save(folder / "sub" / "c.webp")
-    rgba = photo(30, 60, 4).convert("RGBA")
-    rgba.putalpha(100)
-    rgba.save(folder / "d.png")
+    folder = write_image_folder(root / "images")
     photo(33, 21, 5).save(folder / "die-once.png")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     out = root / "out"
     started = time.perf_counter()
     result = CliRunner().invoke(cli, [

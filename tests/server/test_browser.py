@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,15 @@ def page(live_server):
         browser.close()
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page from here: Playwright's `wait_for_function` re-evaluates a
+    string with eval inside the page, which the page's Content-Security-Policy rightly refuses."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(100)
+
+
 def shot(page, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
@@ -56,8 +66,8 @@ def test_search_inspect_and_drop(page, live_server, library, tmp_path):
     page.wait_for_selector("#status:has-text('results')")
     cards = page.locator("#results .card")
     assert cards.count() == 12
-    page.wait_for_function("[...document.querySelectorAll('#results .card img')].every(i => i.complete && "
-                           "i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('#results .card img')].every(i => i.complete && "
+                     "i.naturalWidth > 0)")
     assert page.locator("#results .card .score").first.inner_text().startswith("score 0.")
     flagged = page.locator("#results .thumb.blurred")
     assert flagged.count() >= 1, "the library has flagged images; they start blurred"
@@ -71,7 +81,7 @@ def test_search_inspect_and_drop(page, live_server, library, tmp_path):
     blurred_card.click()
     page.wait_for_selector("#detail:not([hidden])")
     page.wait_for_selector("#detail-similar .card")
-    page.wait_for_function("document.querySelector('#detail-image').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#detail-image').naturalWidth > 0")
     title = page.inner_text("#detail-title")
     assert title.startswith("img") and title.endswith(".jpg")
     assert page.locator("#detail-tags li").count() >= 1
@@ -101,7 +111,7 @@ def test_search_inspect_and_drop(page, live_server, library, tmp_path):
     first = page.locator("#results .card").first
     assert first.get_attribute("title") == str(library["paths"][3])
     assert first.locator(".score").inner_text() == "score 1.000"
-    page.wait_for_function("[...document.querySelectorAll('#results .card img')].every(i => i.complete)")
+    wait_until(page, "[...document.querySelectorAll('#results .card img')].every(i => i.complete)")
     shot(page, tmp_path, "3-dropped.png")
 
     assert page.outside == [], f"the page fetched from elsewhere: {page.outside}"
