@@ -100,7 +100,7 @@ def test_rows_equal_the_local_engines_records(first_run, checkpoints):
 
 
 def test_library_import_of_the_output_folder_then_search(first_run, tmp_path):
-    """``taglens library import DIR`` takes the job's folder; search then finds each image by itself."""
+    """``taglens library import DIR`` takes the job's folder; search then finds an image by itself."""
     library = tmp_path / "library"
     result = CliRunner().invoke(cli, ["library", "import", str(first_run.out), "--library", str(library)],
                                 catch_exceptions=False)
