@@ -30,6 +30,7 @@ from taglens.library import search as ranking
 from taglens.library.imports import ImportReport
 from taglens.library.models import LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded
 from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
+from taglens.locations import is_uri
 from taglens.records import Record
 
 DB_NAME = db.FILE_NAME
@@ -369,7 +370,7 @@ class Library:
     def _image_vector(self, source: ImageSource) -> np.ndarray:
         """A stored embedding when ``source`` is an indexed, unchanged file; else computed now."""
         model = self.embed_model()
-        if isinstance(source, str) and imports.is_uri(source):
+        if isinstance(source, str) and is_uri(source):
             row = db.file_by_path(self.conn, source)  # imported from elsewhere: only its stored vector exists
             stored = db.embedding_of(self.conn, row["content"], model["id"]) if row and row["content"] else None
             if stored is None:

@@ -23,24 +23,18 @@ Only tags, NSFW results and embeddings are kept (the library has no place for ze
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from taglens.errors import LibraryError
+from taglens.locations import is_uri
 from taglens.records import Record
 
 BATCH_ROWS = 4096
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # job name in the metadata -> library task; "classify+embed" carries the embeddings too
 _TASK_OF_JOB = {"tag": "tag", "nsfw": "nsfw", "embed": "embed", "classify+embed": "embed"}
 _FIELD_OF_TASK = {"tag": "tags", "nsfw": "nsfw", "embed": "embedding"}
-
-
-def is_uri(path: str) -> bool:
-    """``s3://...``, ``https://...``: a path that names no file on this machine's disks."""
-    return bool(_URI.match(path))
 
 
 @dataclass

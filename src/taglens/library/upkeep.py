@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from taglens.library import db, vectors
-from taglens.library.imports import is_uri
 from taglens.library.reports import PruneReport, VerifyReport
+from taglens.locations import is_uri
 
 if TYPE_CHECKING:
     from taglens.library import Library
