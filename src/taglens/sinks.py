@@ -16,10 +16,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
+from taglens.atomic import AtomicFile, TempPath
 from taglens.records import Record
 
 
@@ -27,28 +28,6 @@ class Sink(Protocol):
     def write(self, record: Record) -> None: ...
 
     def close(self) -> None: ...
-
-
-class AtomicFile:
-    """A file written under a temporary name beside ``path`` and renamed over it by `commit`
-    (text, UTF-8, by default; ``binary=True`` for bytes)."""
-
-    def __init__(self, path: str | os.PathLike, *, binary: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self.tmp = Path(tmp)
-        self.stream: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
-
-    def commit(self) -> None:
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.stream.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 class JsonlSink:
@@ -167,11 +146,8 @@ class ParquetSink:
         self.dim = dim
         self.row_group_size = row_group_size
         self.schema = record_schema(fields, dim, key=key, facts=facts, metadata=metadata)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.target = TempPath(self.path)
+        self.writer = pq.ParquetWriter(self.target.tmp, self.schema)
         self.rows = 0
         self._pending: list[Record] = []
 
@@ -205,13 +181,13 @@ class ParquetSink:
 
     def commit(self) -> None:
         self.close()
-        os.replace(self.tmp, self.path)
+        self.target.commit()
 
     def discard(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        self.tmp.unlink(missing_ok=True)
+        self.target.discard()
 
 
 class NpySink:

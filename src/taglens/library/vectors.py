@@ -27,20 +27,19 @@ index (a CLI search starts without reading it all), and is one small wheel.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from taglens.atomic import TempPath
 from taglens.errors import LibraryError
 from taglens.library import db
 
-# Largest library searched exactly: a float32 scan of this many 1152-d vectors takes about 16 ms
-# per query on the quiet 2-core reference machine (59 ms at load average 7); above it an HNSW graph
+# Largest library searched exactly: a float32 scan of this many 1152-d vectors takes about 8 ms
+# per query on the quiet 2-core reference machine (16-59 ms under load); above it an HNSW graph
 # answers structured embeddings in about a millisecond (benchmarks/vector_search.py).
 EXACT_LIMIT = 50_000
 # M=32 over 16: recall at the same expansion rises on random vectors (20,000: ef 256 0.46 -> 0.72,
@@ -242,8 +241,8 @@ def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_l
         kind = wanted_kind(count, exact_limit)
         keys = np.empty(count, np.int64)
         if kind == "exact":
-            with _atomic(files["exact"]) as tmp:
-                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+            with TempPath(files["exact"]) as target:
+                matrix = np.lib.format.open_memmap(target.tmp, mode="w+", dtype=np.float32, shape=(count, dim))
                 filled = 0
                 for batch_keys, vectors in db.embeddings_for(conn, model["id"], dim):
                     keys[filled:filled + len(batch_keys)] = batch_keys
@@ -258,8 +257,8 @@ def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_l
                 keys[filled:filled + len(batch_keys)] = batch_keys
                 index.add(batch_keys.astype(np.uint64), normalise(vectors.astype(np.float32)))
                 filled += len(batch_keys)
-            with _atomic(files["hnsw"]) as tmp:
-                index.save(tmp)
+            with TempPath(files["hnsw"]) as target:
+                index.save(str(target.tmp))
     finally:
         conn.execute("COMMIT")
     _write_keys_and_meta(folder, model, keys, kind, generation, dim)
@@ -288,8 +287,8 @@ def update_hnsw(conn: sqlite3.Connection, folder: Path, model: db.ModelRow) -> t
             index.add(chunk.astype(np.uint64), normalise(vectors))
     finally:
         conn.execute("COMMIT")
-    with _atomic(files["hnsw"]) as tmp:
-        index.save(tmp)
+    with TempPath(files["hnsw"]) as target:
+        index.save(str(target.tmp))
     _write_keys_and_meta(folder, model, keys, "hnsw", generation, index.ndim)
     return len(added), len(removed)
 
@@ -313,31 +312,12 @@ def _new_hnsw(dim: int) -> Any:
 def _write_keys_and_meta(folder: Path, model: db.ModelRow, keys: np.ndarray, kind: str, generation: int,
                          dim: int) -> None:
     files = index_files(folder, model["id"])
-    with _atomic(files["keys"]) as tmp, open(tmp, "wb") as f:
+    with TempPath(files["keys"]) as target, open(target.tmp, "wb") as f:
         np.save(f, keys)  # a file object: np.save would add ".npy" to a name
     meta = {"format": FORMAT, "kind": kind, "model": model["id"], "model_id": model["model_id"],
             "revision": model["revision"], "dim": dim, "count": int(len(keys)), "generation": generation}
-    with _atomic(files["meta"]) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=1))
+    with TempPath(files["meta"]) as target:
+        target.tmp.write_text(json.dumps(meta, indent=1))
     for other in ("exact", "hnsw"):
         if other != kind:
             files[other].unlink(missing_ok=True)
-
-
-class _atomic:
-    """``with _atomic(path) as tmp:`` write ``tmp`` (a str path beside ``path``); renamed over ``path``
-    on success, removed on failure."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
