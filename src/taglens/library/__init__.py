@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,12 +319,14 @@ class Library:
         max_nsfw: float | None = None,
         min_score: float | None = None,
         limit: int = 20,
+        exclude: Collection[int] = (),
     ) -> list[Hit]:
         """The best ``limit`` files for a query; see `taglens.library.search` for how parts combine.
 
         Texts may carry a weight as ``"2:beach"`` or ``(2.0, "beach")``; images are paths (or
-        any engine source), weighted the same way. With no query part at all, the files that pass
-        the filters come back in path order with ``score`` None.
+        any engine source, or an embedding already computed: a 1-D array), weighted the same way.
+        ``exclude`` leaves out contents by id (the HTTP service's image ids). With no query part
+        at all, the files that pass the filters come back in path order with ``score`` None.
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -333,16 +335,18 @@ class Library:
             raise LibraryError("the library has no tags; index with the tag task to filter by tag")
         if max_nsfw is not None and nsfw_model is None:
             raise LibraryError("the library has no NSFW scores; index with the nsfw task to filter by them")
-        filtered = bool(tags or no_tags or max_nsfw is not None)
+        filtered = bool(tags or no_tags or max_nsfw is not None or exclude)
         allowed = db.filtered_contents(self.conn, tags=tags, no_tags=no_tags, max_nsfw=max_nsfw,
                                        tag_model=tag_model and tag_model["id"],
                                        nsfw_model=nsfw_model and nsfw_model["id"]) if filtered else None
+        if exclude:
+            allowed = allowed[~np.isin(allowed, np.fromiter(exclude, np.int64))]
         texts = [(w, t, True) for w, t in _weighted(text)] + [(-w, t, True) for w, t in _weighted(minus)]
         images = [(w, x, False) for w, x in _weighted(image)] + [(-w, x, False) for w, x in _weighted(minus_image)]
         if not texts and not images:
             return self._filter_only(allowed, limit, tag_model, nsfw_model)
         if not any(w > 0 for w, _, _ in texts + images):
-            raise LibraryError("a search needs at least one text or image to look for (not only --minus)")
+            raise LibraryError("a search needs at least one text or image to look for (not only --minus parts)")
         parts = self._parts(texts, images)
         calibration = None
         if texts:
@@ -368,7 +372,10 @@ class Library:
         return parts
 
     def _image_vector(self, source: ImageSource) -> np.ndarray:
-        """A stored embedding when ``source`` is an indexed, unchanged file; else computed now."""
+        """``source`` itself when it is an embedding (1-D); a stored embedding when it is an
+        indexed, unchanged file; else computed now."""
+        if isinstance(source, np.ndarray) and source.ndim == 1:
+            return source.astype(np.float32, copy=False)
         model = self.embed_model()
         if isinstance(source, str) and is_uri(source):
             row = db.file_by_path(self.conn, source)  # imported from elsewhere: only its stored vector exists

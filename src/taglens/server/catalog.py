@@ -26,10 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from taglens.errors import LibraryError
 from taglens.images import DecodeOptions, decode
-from taglens.library import Library, db, vectors
-from taglens.library import search as ranking
+from taglens.library import Library, db
 from taglens.records import NsfwResult, TagScore
 
 THUMBNAIL_CACHE = 512
@@ -85,62 +83,12 @@ class Catalog:
     def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         """Hits as the CLI's ``search --format jsonl`` lines, each with the image ``id``."""
         with self._lock:
-            if not query.vectors and not query.minus_vectors and not query.exclude:
-                hits = self.library.search(list(query.texts), minus=list(query.minus), tags=query.tags,
-                                           no_tags=query.no_tags, max_nsfw=query.max_nsfw,
-                                           min_score=query.min_score, limit=query.limit)
-                ids = self._content_ids([h.path for h in hits])
-                return [{"id": ids[h.path], **h.to_json()} for h in hits if h.path in ids]
-            return self._vector_search(query)
-
-    def _vector_search(self, query: SearchQuery) -> list[dict[str, Any]]:
-        lib = self.library
-        models = {task: db.current_model(self.conn, task) for task in ("tag", "nsfw")}
-        if (query.tags or query.no_tags) and models["tag"] is None:
-            raise LibraryError("the library has no tags; index with the tag task to filter by tag")
-        if query.max_nsfw is not None and models["nsfw"] is None:
-            raise LibraryError("the library has no NSFW scores; index with the nsfw task to filter by them")
-        embed = lib.embed_model()
-        parts: list[ranking.Part] = []
-        calibration = None
-        texts = [ranking.split_weight(t) for t in query.texts] + [
-            (-w, t) for w, t in (ranking.split_weight(m) for m in query.minus)]
-        if texts:
-            embedder = lib.embedder()
-            embedded = np.asarray(embedder.embed_texts([t for _, t in texts]), dtype=np.float32)
-            parts += [ranking.Part(vectors.normalise(v), w, True) for (w, _), v in zip(texts, embedded)]
-            if getattr(embedder, "logit_bias", None) is not None:
-                calibration = ranking.Calibration(float(embedder.logit_scale), float(embedder.logit_bias))
-        parts += [ranking.Part(vectors.normalise(np.asarray(v, np.float32)), 1.0, False) for v in query.vectors]
-        parts += [ranking.Part(vectors.normalise(np.asarray(v, np.float32)), -1.0, False) for v in query.minus_vectors]
-        for part in parts:
-            if part.vector.shape != (embed["dim"],):
-                raise LibraryError(f"query embedding has shape {part.vector.shape}, the library's is ({embed['dim']},)")
-        if not any(p.weight > 0 for p in parts):
-            raise LibraryError("a search needs at least one text or image to look for (not only minus parts)")
-        filtered = bool(query.tags or query.no_tags or query.max_nsfw is not None or query.exclude)
-        allowed = None
-        if filtered:
-            allowed = db.filtered_contents(self.conn, tags=query.tags, no_tags=query.no_tags, max_nsfw=query.max_nsfw,
-                                           tag_model=models["tag"] and models["tag"]["id"],
-                                           nsfw_model=models["nsfw"] and models["nsfw"]["id"])
-            if query.exclude:
-                allowed = allowed[~np.isin(allowed, np.fromiter(query.exclude, np.int64))]
-        keys, scores = ranking.rank(lib.vector_index(), parts, calibration, limit=query.limit, allowed=allowed,
-                                    min_score=query.min_score, exact_limit=lib.exact_limit)
-        return self._hits([int(k) for k in keys], [float(s) for s in scores], query.limit, models)
-
-    def _hits(self, contents: list[int], scores: list[float], limit: int, models: dict[str, Any]) -> list[dict]:
-        info = db.describe_contents(self.conn, contents, models["tag"] and models["tag"]["id"],
-                                    models["nsfw"] and models["nsfw"]["id"])
-        out = []
-        for content, score in zip(contents, scores):
-            for path in info[content]["paths"]:
-                out.append({"id": content, "path": path, "score": score, "tags": _tags(info[content]["tags"]),
-                            "nsfw": _nsfw(info[content]["nsfw"])})
-                if len(out) >= limit:
-                    return out
-        return out
+            hits = self.library.search(list(query.texts), image=list(query.vectors), minus=list(query.minus),
+                                       minus_image=list(query.minus_vectors), tags=query.tags,
+                                       no_tags=query.no_tags, max_nsfw=query.max_nsfw, min_score=query.min_score,
+                                       limit=query.limit, exclude=query.exclude)
+            ids = self._content_ids([h.path for h in hits])
+            return [{"id": ids[h.path], **h.to_json()} for h in hits if h.path in ids]
 
     def _content_ids(self, paths: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -168,3 +168,16 @@ def test_search_refuses_an_embedder_that_is_not_the_indexed_checkpoint(tmp_path,
     with pytest.raises(LibraryError, match="re-embed"):
         lib.search("x")
     lib.close()
+
+
+def test_an_embedding_is_a_query_image_and_exclude_leaves_contents_out(indexed, photos):
+    """What the HTTP service passes: embeddings it computed itself, and image ids to leave out."""
+    ref = reference(photos)
+    path = sorted(ref)[0]
+    by_file = indexed.search(image=path, limit=4)
+    by_vector = indexed.search(image=[ref[path]["vector"]], limit=4)
+    assert [h.path for h in by_vector] == [h.path for h in by_file]
+    assert [h.score for h in by_vector] == pytest.approx([h.score for h in by_file], abs=1e-3)  # stored as float16
+    content = indexed.conn.execute("SELECT content FROM files WHERE path = ?", (path,)).fetchone()["content"]
+    without = indexed.search(image=[ref[path]["vector"]], limit=3, exclude={content})
+    assert [h.path for h in without] == [h.path for h in by_file[1:4]]
