@@ -37,6 +37,7 @@ def stats(lib: Library) -> dict[str, Any]:
             "task": model["task"], "model_id": model["model_id"], "revision": model["revision"],
             "current": current is not None and current["id"] == model["id"],
             "results": one(f"SELECT count(*) AS n FROM {table[model['task']]} WHERE model = ?", model["id"]),
+            "failed": one("SELECT count(*) AS n FROM task_errors WHERE model = ?", model["id"]),
         })
     embed = db.current_model(lib.conn, "embed")
     if embed is not None and embed["dim"] is not None:
