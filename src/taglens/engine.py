@@ -229,6 +229,7 @@ def _run_job(job: Job, batch: list[Prepared]) -> list[dict[str, Any] | str]:
         return list(out)
     except Exception as exc:
         if len(batch) == 1:
-            log.exception("%s failed on %s", job.name, batch[0].record.path)
+            # the reason goes into the record (and the CLI's one line); the traceback only to debug logs
+            log.debug("%s failed on %s", job.name, batch[0].record.path, exc_info=True)
             return [f"{job.name} failed on this image ({type(exc).__name__}: {exc})"[:300]]
         return [r for p in batch for r in _run_job(job, [p])]
