@@ -35,21 +35,22 @@ def is_poison(pixels: np.ndarray) -> np.ndarray:
     return solid & np.isclose(r, b) & (r > g + 0.5)
 
 
-def poison_nsfw() -> None:
-    """Make `taglens.nsfw.NsfwJob.forward` (the engine's and the server's path) raise on a poison."""
+def poison_nsfw(monkeypatch=None) -> None:
+    """Make `taglens.nsfw.NsfwJob.forward` (the engine's and the server's path) raise on a poison;
+    with a pytest ``monkeypatch``, only until the test ends."""
     from taglens.nsfw import NsfwJob
 
     original = NsfwJob.forward
-    if getattr(original, "poisoned", False):
-        return
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
         if is_poison(np.asarray(pixels, np.float32)).any():
             raise RuntimeError("injected: the classifier cannot take this image")
         return original(self, pixels)
 
-    forward.poisoned = True  # type: ignore[attr-defined]
-    NsfwJob.forward = forward  # type: ignore[method-assign]
+    if monkeypatch is not None:
+        monkeypatch.setattr(NsfwJob, "forward", forward)
+    else:
+        NsfwJob.forward = forward  # type: ignore[method-assign]
 
 
 def full_disk() -> None:

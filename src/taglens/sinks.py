@@ -129,6 +129,8 @@ def committing(target: Target | None) -> Iterator[None]:
     full disk) becomes `OutputError` naming the file; `StopRun` keeps what was written."""
     try:
         yield
+        if target is not None:
+            target.commit()
     except StopRun as stop:
         if target is not None:
             stop.kept = target.keep()
@@ -142,8 +144,6 @@ def committing(target: Target | None) -> Iterator[None]:
         if target is not None:
             target.discard()
         raise
-    if target is not None:
-        target.commit()
 
 
 def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicFile | None]:
@@ -176,7 +176,11 @@ class ParquetSink:
         self.row_group_size = row_group_size
         self.schema = record_schema(fields, dim, key=key, facts=facts, metadata=metadata)
         self.target = TempPath(self.path)
-        self.writer = pq.ParquetWriter(self.target.tmp, self.schema)
+        try:
+            self.writer = pq.ParquetWriter(self.target.tmp, self.schema)
+        except OSError as exc:
+            self.target.discard()
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.rows = 0
         self._pending: list[Record] = []
 
@@ -268,20 +272,30 @@ class NpySink:
         return path
 
     def _write(self, path: Path) -> None:
-        """The matrix to ``path`` and the keys beside it, each atomically."""
+        """The matrix to ``path`` and the keys beside it, each atomically; neither stays if one fails."""
         self.spool.seek(0)
         matrix = np.frombuffer(self.spool.read(), np.float32).reshape(len(self.keys), self.dim)
         self.spool.close()
         out = AtomicFile(path, binary=True)
+        keys = AtomicFile(path.with_suffix(self.keys_suffix)) if self.keys_suffix else None
+        keys_written = False
         try:
             np.save(out.stream, matrix)
-            if self.keys_suffix:
-                with AtomicFile(path.with_suffix(self.keys_suffix)) as keys:
-                    keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
+            if keys is not None:
+                keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
+                keys.commit()
+                keys_written = True
+            out.commit()
         except BaseException:
             out.discard()
+            if keys is not None:
+                keys.discard()
+                if keys_written:
+                    keys.path.unlink(missing_ok=True)
             raise
-        out.commit()
 
     def discard(self) -> None:
-        self.spool.close()
+        try:
+            self.spool.close()
+        except OSError:
+            pass  # a full disk refuses even the buffered rest: the anonymous spool goes anyway
