@@ -100,8 +100,21 @@ def partial_path(path: str | os.PathLike) -> Path:
 def check_writable(path: str | os.PathLike) -> None:
     """Raise `OutputError` unless a file can be written at ``path`` (its folder exists and takes a
     new file), by creating and removing a temporary file there: a check that holds for root and
-    read-only mounts alike, made before any model loads."""
-    TempPath(path).discard()
+    read-only mounts alike, made before any model loads. A device or pipe (``/dev/stdout``) is
+    written in place, not through a temporary file, so it is not probed."""
+    if not is_stream(path):
+        TempPath(path).discard()
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """``path`` exists and is not a regular file (a terminal, ``/dev/stdout``, a named pipe): it is
+    written to directly, never replaced by a rename."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _create_beside(path: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from taglens.atomic import AtomicFile, TempPath, partial_path
+from taglens.atomic import AtomicFile, TempPath, is_stream, partial_path
 from taglens.errors import OutputError
 from taglens.records import TASK_OF_FIELD, Record, error_field
 
@@ -147,9 +147,12 @@ def committing(target: Target | None) -> Iterator[None]:
 
 
 def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicFile | None]:
-    """stdout for ``None`` or ``-``, else an `AtomicFile` the caller commits when done."""
+    """stdout for ``None`` or ``-``, the device or pipe itself for one (``/dev/stdout``), else an
+    `AtomicFile` the caller commits when done."""
     if output is None or os.fspath(output) == "-":
         return sys.stdout, None
+    if is_stream(output):
+        return open(output, "w", encoding="utf-8", newline=""), None
     target = AtomicFile(output)
     return target.stream, target
 

@@ -84,6 +84,11 @@ def test_a_name_without_a_suffix_takes_the_format_given(checkpoints, images, tmp
     result = taglens("nsfw", images, "--model", checkpoints["vit"], "-o", out, "-f", "csv", "-q")
     assert result.returncode == 0, result.stderr
     assert read_csv(out)[0].keys() >= {"nsfw_label", "nsfw_error"}
+    # a device is written in place, never replaced through a temporary file and a rename
+    result = taglens("nsfw", images, "--model", checkpoints["vit"], "-o", "/dev/stdout", "-f", "csv", "-q")
+    assert result.returncode == 0, result.stderr
+    assert list(csv.DictReader(io.StringIO(result.stdout)))[0].keys() >= {"nsfw_label", "nsfw_error"}
+    assert os.path.islink("/dev/stdout") or not os.path.isfile("/dev/stdout")
 
 
 # --- one Parquet schema ---------------------------------------------------------------------------
