@@ -215,7 +215,7 @@ class Library:
             elif task == "embed" and record.embedding is not None:
                 db.write_embedding(self.conn, content, model, record.embedding)
             elif task in record.task_errors:
-                db.write_task_error(self.conn, content, model, record.task_errors[task])
+                db.write_task_error(self.conn, task, content, model, record.task_errors[task])
                 continue
             elif every_task:
                 raise LibraryError(f"the {task} job did not fill its field for {record.path}")

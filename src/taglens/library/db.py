@@ -39,6 +39,7 @@ from taglens.errors import LibraryError, LibraryVersionError
 from taglens.records import NsfwResult, TagScore
 
 TASKS = ("tag", "nsfw", "embed")
+RESULT_TABLES = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}  # a result of the task is a row here
 FILE_NAME = "library.db"
 
 
@@ -292,11 +293,14 @@ def delete_orphan_contents(conn: sqlite3.Connection) -> int:
     ).rowcount
 
 
-def write_task_error(conn: sqlite3.Connection, content: int, model: int, error: str) -> None:
-    """Remember that ``model``'s job failed on ``content`` (and why); its result stays missing."""
-    conn.execute("INSERT INTO task_errors (content, model, error, failed_at) VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT (content, model) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at",
-                 (content, model, error, time.time()))
+def write_task_error(conn: sqlite3.Connection, task: str, content: int, model: int, error: str) -> None:
+    """Remember that ``model``'s job failed on ``content`` (and why), unless a result from that
+    model is already there (e.g. an imported row failed where an index run had succeeded)."""
+    conn.execute(
+        "INSERT INTO task_errors (content, model, error, failed_at) SELECT ?, ?, ?, ? "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {RESULT_TABLES[task]} WHERE content = ? AND model = ?) "
+        "ON CONFLICT (content, model) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at",
+        (content, model, error, time.time(), content, model))
 
 
 def clear_task_error(conn: sqlite3.Connection, content: int, model: int) -> None:

@@ -30,7 +30,7 @@ def stats(lib: Library) -> dict[str, Any]:
         "database_bytes": sum(p.stat().st_size for p in lib.folder.glob(db.FILE_NAME + "*") if p.is_file()),
         "models": [],
     }
-    table = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}
+    table = db.RESULT_TABLES
     for model in db.models(lib.conn):
         current = db.current_model(lib.conn, model["task"])
         out["models"].append({
