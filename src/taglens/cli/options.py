@@ -71,8 +71,8 @@ def output_options(formats: tuple[str, ...], *, output_help: str | None = None, 
 
         return stack(
             click.option("--output", "-o", type=click.Path(dir_okay=dir_okay, allow_dash=True), default=None,
-                         help=output_help or "Write here instead of stdout (written to a temporary file, renamed "
-                                             "when done; Ctrl-C keeps what is written)."),
+                         help=output_help or "Write here instead of stdout (its folder must exist; written to a "
+                                             "temporary file, renamed when done; Ctrl-C keeps what is written)."),
             click.option("--format", "-f", "fmt", type=click.Choice(formats), default=None,
                          help=f"Output format [default: from the --output name ({describe_suffixes(formats)}), "
                               f"else {formats[0]}]."),
