@@ -9,8 +9,13 @@ Columns, in order (job columns only for the jobs that ran):
     labels    list<struct<label: string, score: double>>
     nsfw      struct<label: string, score: double, scores: map<string, double>, flagged: bool>
     embedding fixed_size_list<float32>[dim]
+    tag_error, classify_error, nsfw_error, embed_error   string, one per job column, null unless
+                                                         that job failed on this image
 
-A failed image has its ``error`` set and null job columns, so no row is ever dropped.
+A failed image has its ``error`` set and null job columns, so no row is ever dropped; an image
+one job failed on keeps the other jobs' columns and has that job's ``<task>_error`` set (see
+`taglens.records`). The schema metadata names each job's checkpoint (`job_metadata`): every
+command that writes Parquet writes this schema, and ``taglens library import`` reads it.
 """
 
 from __future__ import annotations
@@ -21,27 +26,28 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from taglens.records import LabelScore, NsfwResult, Record, TagScore
+from taglens.records import TASK_FIELDS, TASK_OF_FIELD, LabelScore, NsfwResult, Record, TagScore, error_field
 
-JOB_FIELDS = ("tags", "labels", "nsfw", "embedding")
+JOB_FIELDS = tuple(TASK_FIELDS.values())  # ("tags", "labels", "nsfw", "embedding")
 FACT_FIELDS = ("sha256", "size", "mtime", "width", "height")
 
 _TAGS = pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))
 _LABELS = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
 _NSFW = pa.struct([("label", pa.string()), ("score", pa.float64()),
                    ("scores", pa.map_(pa.string(), pa.float64())), ("flagged", pa.bool_())])
+_ERRORS = {error_field(task): task for task in TASK_FIELDS}  # column -> task
 _FACTS = {"sha256": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "width": pa.int32(), "height": pa.int32()}
 
 
 def fields_for_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
     """Record fields the tasks fill: tag -> tags, classify -> labels, nsfw -> nsfw, embed -> embedding."""
-    names = {"tag": "tags", "classify": "labels", "nsfw": "nsfw", "embed": "embedding"}
-    wanted = {names[t] for t in tasks}
+    wanted = {TASK_FIELDS[t] for t in tasks}
     return tuple(f for f in JOB_FIELDS if f in wanted)
 
 
 def job_metadata(jobs: Iterable[Any]) -> dict[str, str]:
-    """Schema metadata naming each job's checkpoint: ``taglens.<job>.model_id`` and ``.revision``."""
+    """Schema metadata naming each job's checkpoint: ``taglens.<job>.model_id`` and ``.revision``
+    (``<job>`` is the job's name: ``tag``, ``nsfw``, ``embed``, ``classify``, ``classify+embed``)."""
     jobs = list(jobs)
     metadata = {f"taglens.{job.name}.model_id": job.model_id for job in jobs}
     return metadata | {f"taglens.{job.name}.revision": job.revision for job in jobs}
@@ -61,6 +67,7 @@ def record_schema(fields: Sequence[str], dim: int | None = None, *, key: str = "
             columns.append(("embedding", pa.list_(pa.float32(), dim)))
         else:
             columns.append((name, types[name]))
+    columns += [(error_field(TASK_OF_FIELD[name]), pa.string()) for name in fields]
     return pa.schema(columns, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
@@ -70,7 +77,9 @@ def records_to_table(records: Sequence[Record], schema: pa.Schema) -> pa.Table:
     key = names[0]
     data: dict[str, Any] = {key: [r.path for r in records], "error": [r.error for r in records]}
     for name in names[2:]:
-        if name in _FACTS:
+        if name in _ERRORS:
+            data[name] = [r.task_errors.get(_ERRORS[name]) for r in records]
+        elif name in _FACTS:
             data[name] = [getattr(r, name) for r in records]
         elif name == "tags":
             data[name] = [None if r.tags is None else [{"tag": t.tag, "score": t.score} for t in r.tags] for r in records]
@@ -111,7 +120,8 @@ def records_from_table(table: pa.Table) -> Iterator[Record]:
         if embeddings is not None and embeddings[2][i]:
             flat, dim, _, position = embeddings
             fields["embedding"] = flat[position[i] * dim:(position[i] + 1) * dim].copy()
-        yield Record(path=row[key], error=row["error"], **fields)
+        failed = {task: row[column] for column, task in _ERRORS.items() if row.get(column) is not None}
+        yield Record(path=row[key], error=row["error"], task_errors=failed, **fields)
 
 
 def _embedding_array(records: Sequence[Record], dim: int) -> pa.FixedSizeListArray:

@@ -199,22 +199,19 @@ def _ordered_map(
 
 
 def _flush(window: list[Prepared], jobs: Sequence[Job], on_record: Callable[[Record], None] | None) -> Iterator[Record]:
+    """Run every job on the window's decoded images and yield its records in order: each with
+    every job's fields that succeeded and the reason of each that failed (`Record.with_job_results`)."""
     good = [p for p in window if p.arrays is not None]
-    fields: list[dict[str, Any]] = [{} for _ in good]
-    errors: list[str | None] = [None] * len(good)
+    outcomes: list[list[tuple[str, dict[str, Any] | str]]] = [[] for _ in good]
     if good:
         for job in jobs:
             for i, result in enumerate(_run_job(job, good)):
-                if isinstance(result, str):
-                    errors[i] = errors[i] or result
-                else:
-                    fields[i].update(result)
-    results = iter(zip(fields, errors))
+                outcomes[i].append((job.name, result))
+    results = iter(outcomes)
     for prepared in window:
         record = prepared.record
         if prepared.arrays is not None:
-            extra, error = next(results)
-            record = record.with_fields(error=error) if error else record.with_fields(**extra)
+            record = record.with_job_results(next(results))
             prepared.arrays = None  # release tensors as soon as the record is made
         if on_record is not None:
             on_record(record)
@@ -222,7 +219,8 @@ def _flush(window: list[Prepared], jobs: Sequence[Job], on_record: Callable[[Rec
 
 
 def _run_job(job: Job, batch: list[Prepared]) -> list[dict[str, Any] | str]:
-    """Run a job on a batch; if the batch fails, retry each image alone and report failures."""
+    """Run a job on a batch: its fields per image, or for an image it fails on the reason (a str).
+    If the batch fails, each image is retried alone, so only the culprit gets the reason."""
     try:
         pixels = np.stack([p.arrays[job.transform] for p in batch])  # type: ignore[index]
         out = job(pixels)
@@ -231,6 +229,7 @@ def _run_job(job: Job, batch: list[Prepared]) -> list[dict[str, Any] | str]:
         return list(out)
     except Exception as exc:
         if len(batch) == 1:
-            log.exception("%s failed on %s", job.name, batch[0].record.path)
+            # the reason goes into the record (and the CLI's one line); the traceback only to debug logs
+            log.debug("%s failed on %s", job.name, batch[0].record.path, exc_info=True)
             return [f"{job.name} failed on this image ({type(exc).__name__}: {exc})"[:300]]
         return [r for p in batch for r in _run_job(job, [p])]

@@ -41,6 +41,11 @@ class TagSelectionError(TaglensError):
     exclude file) or names tags the model does not have."""
 
 
+class OutputError(TaglensError):
+    """An output file or folder cannot be written (no such folder, read-only, full disk...); the
+    message names the path and the OS reason, and no half-written file is left behind."""
+
+
 class CaptionError(TaglensError):
     """A caption file could not be written (or read, to append to); the old one is intact."""
 
@@ -57,6 +62,11 @@ class QuarantineError(TaglensError):
 class LabelsError(TaglensError, ValueError):
     """Zero-shot labels or templates that cannot be used (none given, empty, or a template
     without its ``{}`` placeholder)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a run after some images; the message says what was kept and how to go on.
+    Not a `TaglensError`: the command line answers it with exit status 130, not 1."""
 
 
 class PromptTruncatedWarning(UserWarning):

@@ -12,13 +12,14 @@ import os
 from pathlib import Path
 from typing import IO
 
-from taglens.errors import TaglensError
+from taglens.errors import OutputError, TaglensError
 
 RESUMABLE_FORMATS = ("jsonl", "csv")
 
 
-def completed_paths(path: str | os.PathLike, fmt: str) -> set[str]:
-    """The ``path`` of every complete record in an existing JSONL or CSV output (empty if none)."""
+def completed_paths(path: str | os.PathLike, fmt: str, columns: list[str] | None = None) -> set[str]:
+    """The ``path`` of every complete record in an existing JSONL or CSV output (empty if none);
+    a CSV whose header is not ``columns`` (other tasks) is refused, as appending would garble it."""
     target = Path(path)
     if not target.exists():
         return set()
@@ -39,6 +40,9 @@ def completed_paths(path: str | os.PathLike, fmt: str) -> set[str]:
                 if reader.fieldnames is None:
                     return done
                 raise TaglensError(f"{target}: no 'path' column; refusing to resume into it")
+            if columns is not None and reader.fieldnames != columns:
+                raise TaglensError(f"{target} has the columns {','.join(reader.fieldnames)}, this run writes "
+                                   f"{','.join(columns)}; resume with the same --tasks, or write to another file")
             done.update(row["path"] for row in reader)
         else:
             raise TaglensError(f"--resume works with {' or '.join(RESUMABLE_FORMATS)} output, not {fmt}")
@@ -47,15 +51,17 @@ def completed_paths(path: str | os.PathLike, fmt: str) -> set[str]:
 
 class AppendFile:
     """An output opened for appending after its partial last line was cut. Like
-    `taglens.sinks.AtomicFile` it has `commit` and `discard`; both just close it, since every
-    record was flushed as it was written."""
+    `taglens.sinks.AtomicFile` it has `commit`, `discard` and `keep`; each just closes it, since
+    every record was flushed as it was written."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _truncate_partial_line(self.path)
-        self.stream: IO[str] = open(self.path, "a", encoding="utf-8", newline="")
+        try:
+            if self.path.exists():
+                _truncate_partial_line(self.path)
+            self.stream: IO[str] = open(self.path, "a", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def commit(self) -> None:
         self.stream.flush()
@@ -63,7 +69,14 @@ class AppendFile:
         self.stream.close()
 
     def discard(self) -> None:
-        self.stream.close()
+        try:
+            self.stream.close()
+        except OSError:
+            pass  # what could not be flushed is a torn line the next --resume cuts off
+
+    def keep(self) -> Path:
+        self.commit()
+        return self.path
 
 
 def open_for_append(path: str | os.PathLike) -> AppendFile:

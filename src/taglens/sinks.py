@@ -1,33 +1,55 @@
 """Where records go: JSON lines or CSV, to stdout or to a file that appears only when complete;
-embeddings also as Parquet (`ParquetSink`) or a ``.npy`` matrix with its paths (`NpySink`).
+records also as Parquet (`ParquetSink`), embeddings as a ``.npy`` matrix with its paths (`NpySink`).
 
 A file output is written to a temporary name beside the target and renamed at the end, so a
-killed run never leaves a half-written file under the real name.
+killed run never leaves a half-written file under the real name; a run stopped on purpose
+(Ctrl-C: `StopRun` inside `committing`) keeps what it wrote, and one that cannot write raises
+`taglens.errors.OutputError` and leaves nothing.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Protocol
 
 import numpy as np
 
-from taglens.atomic import AtomicFile, TempPath
-from taglens.records import Record
+from taglens.atomic import AtomicFile, TempPath, is_stream, partial_path
+from taglens.errors import OutputError
+from taglens.records import TASK_OF_FIELD, Record, error_field
 
 
 class Sink(Protocol):
     def write(self, record: Record) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Target(Protocol):
+    """An output file being written: `AtomicFile`, `ParquetSink`, `NpySink` or a resumed
+    `taglens.resume.AppendFile`."""
+
+    path: Path
+
+    def commit(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+    def keep(self) -> Path: ...
+
+
+class StopRun(Exception):
+    """Raised inside `committing` to stop early and keep what was written so far; ``kept`` is
+    then where it is (see `taglens.atomic.TempPath.keep`)."""
+
+    kept: Path | None = None
 
 
 class JsonlSink:
@@ -53,27 +75,39 @@ CSV_COLUMNS = {
 }
 
 
-class CsvSink:
-    """One row per image: ``path``, ``error``, then the columns of each job that ran.
+def csv_columns(fields: Sequence[str]) -> list[str]:
+    """``path``, ``error``, the columns of each field's job, then a ``<task>_error`` per job."""
+    return (["path", "error"] + [c for f in fields for c in CSV_COLUMNS[f]]
+            + [error_field(TASK_OF_FIELD[f]) for f in fields])
 
-    Name lists are joined by ", " in score order; the matching ``*_scores`` column holds a JSON
-    object of name -> score, so nothing is lost and a spreadsheet still reads well.
+
+def names_json(names: Iterable[str]) -> str:
+    """A list of tag or label names as one CSV cell: a JSON array, so a name holding a comma or a
+    quote reads back exactly (``["a cat", "red, white"]``)."""
+    return json.dumps(list(names), ensure_ascii=False)
+
+
+class CsvSink:
+    """One row per image: the `csv_columns` of the jobs that ran.
+
+    ``tags`` and ``labels`` are JSON arrays of names in score order (`names_json`); the matching
+    ``*_scores`` column holds a JSON object of name -> score, so nothing is lost or ambiguous.
     """
 
     def __init__(self, stream: IO[str], fields: Sequence[str], *, header: bool = True):
-        self.columns = ["path", "error"] + [c for f in fields for c in CSV_COLUMNS[f]]
+        self.columns = csv_columns(fields)
         self.writer = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
         if header:
             self.writer.writeheader()
         self.stream = stream
 
     def write(self, record: Record) -> None:
-        row: dict[str, object] = {"path": record.path, "error": record.error or ""}
+        row: dict[str, object] = {"path": record.path, "error": record.error or "", **record.error_fields()}
         if record.tags is not None:
-            row["tags"] = ", ".join(t.tag for t in record.tags)
+            row["tags"] = names_json(t.tag for t in record.tags)
             row["tag_scores"] = json.dumps({t.tag: t.score for t in record.tags}, ensure_ascii=False)
         if record.labels is not None:
-            row["labels"] = ", ".join(x.label for x in record.labels)
+            row["labels"] = names_json(x.label for x in record.labels)
             row["label_scores"] = json.dumps({x.label: x.score for x in record.labels}, ensure_ascii=False)
         if record.nsfw is not None:
             row.update(nsfw_label=record.nsfw.label, nsfw_score=record.nsfw.score,
@@ -89,40 +123,38 @@ class CsvSink:
 
 
 @contextmanager
-def committing(target: AtomicFile | ParquetSink | NpySink | None) -> Iterator[None]:
+def committing(target: Target | None) -> Iterator[None]:
     """Commit ``target`` when the block completes, discard it when it raises (``None``, i.e.
-    stdout, needs neither): an output file appears whole or not at all."""
+    stdout, needs neither): an output file appears whole or not at all. A write that fails (a
+    full disk) becomes `OutputError` naming the file; `StopRun` keeps what was written."""
     try:
         yield
+        if target is not None:
+            target.commit()
+    except StopRun as stop:
+        if target is not None:
+            stop.kept = target.keep()
+        raise
+    except OSError as exc:
+        if target is None:
+            raise
+        target.discard()
+        raise OutputError(f"cannot write {target.path}: {exc.strerror or exc}") from None
     except BaseException:
         if target is not None:
             target.discard()
         raise
-    if target is not None:
-        target.commit()
 
 
 def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicFile | None]:
-    """stdout for ``None`` or ``-``, else an `AtomicFile` the caller commits when done."""
+    """stdout for ``None`` or ``-``, the device or pipe itself for one (``/dev/stdout``), else an
+    `AtomicFile` the caller commits when done."""
     if output is None or os.fspath(output) == "-":
         return sys.stdout, None
+    if is_stream(output):
+        return open(output, "w", encoding="utf-8", newline=""), None
     target = AtomicFile(output)
     return target.stream, target
-
-
-def text_for(record: Record) -> str:
-    """A compact human line for a record, used by the ``txt`` format."""
-    if record.error is not None:
-        return f"{record.path}\terror: {record.error}"
-    buf = io.StringIO()
-    buf.write(record.path)
-    if record.tags is not None:
-        buf.write("\t" + ", ".join(t.tag for t in record.tags))
-    if record.labels is not None:
-        buf.write("\t" + ", ".join(f"{x.label} ({x.score:.3f})" for x in record.labels))
-    if record.nsfw is not None:
-        buf.write(f"\t{record.nsfw.label} ({record.nsfw.score:.3f})")
-    return buf.getvalue()
 
 
 class ParquetSink:
@@ -147,7 +179,11 @@ class ParquetSink:
         self.row_group_size = row_group_size
         self.schema = record_schema(fields, dim, key=key, facts=facts, metadata=metadata)
         self.target = TempPath(self.path)
-        self.writer = pq.ParquetWriter(self.target.tmp, self.schema)
+        try:
+            self.writer = pq.ParquetWriter(self.target.tmp, self.schema)
+        except OSError as exc:
+            self.target.discard()
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.rows = 0
         self._pending: list[Record] = []
 
@@ -183,9 +219,16 @@ class ParquetSink:
         self.close()
         self.target.commit()
 
+    def keep(self) -> Path:
+        self.close()
+        return self.target.keep()
+
     def discard(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError:
+                pass  # the file goes anyway
             self.writer = None
         self.target.discard()
 
@@ -199,9 +242,12 @@ class NpySink:
     def __init__(self, path: str | os.PathLike, dim: int, *, keys_suffix: str | None = ".paths.txt"):
         self.path = Path(path)
         self.dim = dim
-        self.keys_path = self.path.with_suffix(keys_suffix) if keys_suffix else None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.spool = tempfile.TemporaryFile(dir=self.path.parent)
+        self.keys_suffix = keys_suffix
+        self.replaces = self.path.exists()
+        try:
+            self.spool = tempfile.TemporaryFile(dir=self.path.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.keys: list[str] = []
 
     def write(self, record: Record) -> None:
@@ -221,16 +267,38 @@ class NpySink:
         self.spool.flush()
 
     def commit(self) -> None:
+        self._write(self.path)
+
+    def keep(self) -> Path:
+        path = partial_path(self.path) if self.replaces else self.path
+        self._write(path)
+        return path
+
+    def _write(self, path: Path) -> None:
+        """The matrix to ``path`` and the keys beside it, each atomically; neither stays if one fails."""
         self.spool.seek(0)
         matrix = np.frombuffer(self.spool.read(), np.float32).reshape(len(self.keys), self.dim)
         self.spool.close()
-        out = AtomicFile(self.path, binary=True)
-        np.save(out.stream, matrix)
-        if self.keys_path is not None:
-            keys = AtomicFile(self.keys_path)
-            keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
-            keys.commit()
-        out.commit()
+        out = AtomicFile(path, binary=True)
+        keys = AtomicFile(path.with_suffix(self.keys_suffix)) if self.keys_suffix else None
+        keys_written = False
+        try:
+            np.save(out.stream, matrix)
+            if keys is not None:
+                keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
+                keys.commit()
+                keys_written = True
+            out.commit()
+        except BaseException:
+            out.discard()
+            if keys is not None:
+                keys.discard()
+                if keys_written:
+                    keys.path.unlink(missing_ok=True)
+            raise
 
     def discard(self) -> None:
-        self.spool.close()
+        try:
+            self.spool.close()
+        except OSError:
+            pass  # a full disk refuses even the buffered rest: the anonymous spool goes anyway

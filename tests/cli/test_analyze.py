@@ -116,7 +116,8 @@ def test_parquet_output_has_every_field_and_the_error_row(checkpoints, folder, t
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.column_names == ["path", "error", "sha256", "size", "mtime", "width", "height",
-                                  "tags", "labels", "nsfw", "embedding"]
+                                  "tags", "labels", "nsfw", "embedding",
+                                  "tag_error", "classify_error", "nsfw_error", "embed_error"]
     rows = {r["path"]: r for r in table.to_pylist()}
     broken = rows[str(folder / "broken.jpg")]
     assert broken["error"] and broken["embedding"] is None and broken["tags"] is None

@@ -144,7 +144,7 @@ def test_labels_from_flags_and_file_threshold_top_k_and_csv(checkpoints, images,
     assert [r["path"] for r in rows] == images[:2]
     for row, record in zip(rows, full):
         scores = json.loads(row["label_scores"])
-        assert list(scores) == row["labels"].split(", ")
+        assert list(scores) == json.loads(row["labels"])  # a JSON array of names, in score order
         assert set(scores) == {"a cat", "a dog"}
 
 

@@ -47,10 +47,11 @@ def test_parquet_holds_paths_fixed_size_embeddings_and_errors(checkpoints, folde
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), embedder.dim)
-    assert table.column_names == ["path", "error", "embedding"]
+    # the record schema of `taglens analyze -f parquet` (taglens.arrow), with its metadata
+    assert table.column_names == ["path", "error", "sha256", "size", "mtime", "width", "height", "embedding",
+                                  "embed_error"]
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
-    assert meta["taglens.model_id"] == embedder.model_id and meta["taglens.revision"] == embedder.revision
-    assert meta["taglens.kind"] == "siglip" and meta["taglens.dim"] == str(embedder.dim)
+    assert meta == {"taglens.embed.model_id": embedder.model_id, "taglens.embed.revision": embedder.revision}
     rows = table.to_pylist()
     assert [r["path"] for r in rows] == [str(folder / "a.png"), str(folder / "b.png"), str(folder / "broken.jpg"),
                                          str(folder / "sub" / "c.png")]

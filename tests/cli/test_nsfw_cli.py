@@ -67,7 +67,7 @@ def test_csv_output_to_a_file_and_a_threshold(checkpoints, image_dir, tmp_path):
     result = invoke(image_dir, "--model", checkpoints["vit"], "-f", "csv", "-o", out, "--threshold", "0.999", "-q")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert list(rows[0]) == ["path", "error", "nsfw_label", "nsfw_score", "nsfw_flagged", "nsfw_scores"]
+    assert list(rows[0]) == ["path", "error", "nsfw_label", "nsfw_score", "nsfw_flagged", "nsfw_scores", "nsfw_error"]
     good = [r for r in rows if not r["error"]]
     assert len(good) == 4 and all(r["nsfw_flagged"] == ("true" if float(json.loads(r["nsfw_scores"])["nsfw"]) >= 0.999
                                                          else "false") for r in good)

@@ -204,3 +204,26 @@ def test_paths_inside_an_allowed_folder(make_client, library):
     good, missing = response.json()["results"]
     assert good["path"] == inside and "nsfw" in good
     assert missing == {"path": str(photos / "missing.jpg"), "error": "no such file"}
+
+
+def test_a_job_failing_on_one_image_keeps_the_other_jobs_fields(client, monkeypatch, tmp_path):
+    """The analyze answer keeps the tags and embedding of an image the NSFW classifier fails on, and
+    names the failed job (``nsfw_error``); the other images in its batch are complete. An image with
+    no result at all is what makes a 422."""
+    from ..faults import poison_nsfw, write_poison
+
+    poison_nsfw(monkeypatch)
+    poison = write_poison(tmp_path / "poison.png").read_bytes()
+    response = client.post("/v1/analyze", files=files(("a.jpg", encoded(1), "image/jpeg"),
+                                                      ("poison.png", poison, "image/png"),
+                                                      ("b.jpg", encoded(2), "image/jpeg")),
+                           data={"tasks": "tag,nsfw,embed"})
+    assert response.status_code == 200, response.text
+    a, bad, b = response.json()["results"]
+    assert set(bad) == {"path", "tags", "embedding", "nsfw_error"} and "injected" in bad["nsfw_error"]
+    assert bad["tags"] is not None and len(bad["embedding"]) > 0
+    assert {"tags", "nsfw", "embedding"} <= set(a) and not any(k.endswith("error") for k in {**a, **b})
+    only = client.post("/v1/nsfw", files=files(("poison.png", poison, "image/png")))
+    assert only.status_code == 422
+    [record] = only.json()["results"]
+    assert record["error"] == record["nsfw_error"] and "injected" in record["error"]

@@ -47,3 +47,10 @@ def test_the_docs_page_is_served_without_a_cdn(client):
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger-ui" in page.text and "//cdn" not in page.text
     assert client.get("/openapi.json").json()["paths"].keys() == current()["paths"].keys()
+
+
+def test_the_record_schema_has_every_field_a_record_writes():
+    from taglens.records import TASK_FIELDS, TASKS, error_field
+    from taglens.server.schemas import RecordOut
+
+    assert set(RecordOut.model_fields) == {"path", "error", *TASK_FIELDS.values(), *map(error_field, TASKS)}

@@ -42,3 +42,11 @@ def test_torn_file_without_any_newline_is_emptied(tmp_path):
     out.write_text('{"path": "a')
     assert completed_paths(out, "jsonl") == set()
     assert out.read_text() == ""
+
+
+def test_a_csv_with_other_columns_is_not_appended_to(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("path,error,tags,tag_scores\na.jpg,,[],{}\n")  # another run's tasks (or an older taglens)
+    with pytest.raises(TaglensError, match="resume with the same --tasks"):
+        completed_paths(out, "csv", ["path", "error", "tags", "tag_scores", "tag_error"])
+    assert completed_paths(out, "csv", ["path", "error", "tags", "tag_scores"]) == {"a.jpg"}

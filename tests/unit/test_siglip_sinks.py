@@ -32,7 +32,7 @@ def test_parquet_row_groups_nulls_and_metadata(tmp_path):
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 5)
     assert table.schema.metadata[b"taglens.model_id"] == b"m"
     rows = table.to_pylist()
-    assert rows[4] == {"path": "4.jpg", "embedding": None, "error": "bad"}
+    assert rows[4] == {"path": "4.jpg", "embedding": None, "error": "bad", "embed_error": None}
     for i in (0, 3, 6):
         assert rows[i]["error"] is None and np.array_equal(np.array(rows[i]["embedding"], np.float32), data[i])
     assert [p.name for p in tmp_path.iterdir()] == ["e.parquet"]

@@ -11,17 +11,24 @@ import click
 
 from taglens import __version__
 from taglens.cli.commands import COMMANDS
-from taglens.errors import TaglensError
+from taglens.errors import Interrupted, TaglensError
 
 
 class TaglensGroup(click.Group):
-    """Turns taglens's typed errors into a one-line message and exit status 1."""
+    """Turns taglens's typed errors into a one-line message and exit status 1, and Ctrl-C into a
+    line saying what was kept (`taglens.errors.Interrupted`) and exit status 130."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except TaglensError as exc:
             raise click.ClickException(str(exc)) from None
+        except Interrupted as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(130)
+        except KeyboardInterrupt:
+            click.echo("taglens: interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=TaglensGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -52,9 +52,10 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
 @click.option("--positive-label", default="nsfw", show_default=True,
               help="nsfw: the label(s) that count as NSFW, comma-separated.")
 @runtime_options
-@output_options(("jsonl", "csv", "parquet"), dir_okay=True,
-                output_help="Write here instead of stdout (written to a temporary file, renamed when done); "
-                            "with --engine ray, the folder (or URI) that receives the Parquet files.")
+@output_options(("jsonl", "csv", "parquet"), dir_okay=True, folder_output=lambda params: params["engine"] == "ray",
+                output_help="Write here instead of stdout (written to a temporary file, renamed when done; "
+                            "Ctrl-C keeps what is written); with --engine ray, the folder (or URI) that "
+                            "receives the Parquet files.")
 @click.option("--resume", is_flag=True,
               help="Append to an existing --output (jsonl or csv; with --engine ray its folder), "
                    "skipping the paths it already holds.")
@@ -90,8 +91,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
+    from taglens.resume import RESUMABLE_FORMATS
     from taglens.runtime import Placement
-    from taglens.sinks import committing
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
 
@@ -135,23 +136,21 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
                             resume=resume, quiet=quiet))
     jobs = models.jobs(request)
     fields = fields_for_tasks(task_names)
-    sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume)
-    with committing(target):
-        summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, quiet=quiet,
-                              on_record=caption_hook(writer), skip=skip)
+    sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume,
+                                   quiet=quiet)
+    summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, target=target,
+                          resumable=fmt in RESUMABLE_FORMATS, quiet=quiet, on_record=caption_hook(writer), skip=skip)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     ctx.exit(exit_status(summary))
 
 
-def check_ray_usage(ctx: click.Context, output: str | None, fmt: str, caption: dict[str, Any],
+def check_ray_usage(ctx: click.Context, output: str | None, fmt: str | None, caption: dict[str, Any],
                     runtime: dict[str, Any]) -> None:
     """The options that do not apply to the Ray engine are refused rather than ignored."""
-    from click.core import ParameterSource
-
     if output in (None, "-"):
         raise click.UsageError("--engine ray writes Parquet files into a folder: pass --output DIR")
-    if fmt != "parquet" and ctx.get_parameter_source("fmt") != ParameterSource.DEFAULT:
+    if fmt not in (None, "parquet"):
         raise click.UsageError("--engine ray writes Parquet only")
     if caption["captions"]:
         raise click.UsageError("--captions works with the local engine only")
@@ -178,24 +177,25 @@ def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: An
     return 0 if run.done or run.skipped else 1
 
 
-def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool):
+def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any, jobs: list, resume: bool, *,
+              quiet: bool = False):
     """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
     the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
     from taglens.arrow import job_metadata
     from taglens.resume import completed_paths, open_for_append
-    from taglens.sinks import CsvSink, JsonlSink, ParquetSink, open_text_output
+    from taglens.sinks import CsvSink, JsonlSink, ParquetSink, csv_columns, open_text_output
 
     if fmt == "parquet":
-        if output in (None, "-"):
-            raise click.UsageError("parquet output needs --output FILE")
         dim = models.load_embedder().dim if models is not None else None
         sink = ParquetSink(output, dim, fields=fields, facts=True, metadata=job_metadata(jobs))
         return sink, sink, None
     if resume:
-        done = completed_paths(output, fmt)
+        done = completed_paths(output, fmt, csv_columns(fields) if fmt == "csv" else None)
         appended = open_for_append(output)
         fresh = appended.stream.tell() == 0
         sink = JsonlSink(appended.stream) if fmt == "jsonl" else CsvSink(appended.stream, fields, header=fresh)
+        if done and not quiet:
+            click.echo(f"taglens: resuming {output}: {len(done)} images already there, doing the rest", err=True)
         return sink, appended, (lambda path: path in done) if done else None
     stream, target = open_text_output(output)
     return (JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)), target, None

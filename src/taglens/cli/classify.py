@@ -12,7 +12,7 @@ import click
 from taglens.cli.options import input_options, output_options, runtime_options
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
 from taglens.errors import PromptTruncatedWarning
-from taglens.sinks import CsvSink, JsonlSink, committing, open_text_output
+from taglens.sinks import CsvSink, JsonlSink, open_text_output
 
 if TYPE_CHECKING:
     from taglens.zeroshot import Embedder
@@ -64,8 +64,7 @@ def classify(paths: tuple[str, ...], recursive: bool, labels: tuple[str, ...], l
         job = embedder.job(names, templates=templates or (DEFAULT_TEMPLATE,), threshold=threshold, top_k=top_k)
     stream, target = open_text_output(output)
     sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, ["labels"])
-    with committing(target):
-        summary = run_to_sink(paths, recursive, [job], engine_options(**runtime), sink, quiet=quiet)
+    summary = run_to_sink(paths, recursive, [job], engine_options(**runtime), sink, target=target, quiet=quiet)
     click.get_current_context().exit(exit_status(summary))
 
 

@@ -59,7 +59,7 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
     """
     from tqdm import tqdm
 
-    from taglens.cli.runner import engine_options
+    from taglens.cli.runner import engine_options, report_failure
     from taglens.library import models as library_models
 
     chosen = _tasks(tasks)
@@ -69,8 +69,8 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
                dynamic_ncols=True)
 
     def on_record(record) -> None:
-        if record.error is not None and bar.disable and not quiet:
-            click.echo(f"skipping {record.path}: {record.error}", err=True)
+        if bar.disable and not quiet:
+            report_failure(record)
         bar.update(1)
 
     try:

@@ -59,7 +59,8 @@ def stats(library_dir: str | None, as_json: bool) -> None:
     click.echo(f"images       {out['images']} distinct")
     for m in out["models"]:
         mark = "*" if m["current"] else " "
-        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {m['results']} results")
+        failed = f", {m['failed']} failed (the next index tries again)" if m.get("failed") else ""
+        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {m['results']} results{failed}")
     if "vector_index" in out:
         v = out["vector_index"]
         click.echo(f"vectors      {v['state']}, {v['kind'] or '-'}, {v['count'] or 0} x {v['dim']}, "

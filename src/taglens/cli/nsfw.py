@@ -88,10 +88,14 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
     if journal and not (move_to or copy_to):
         raise click.UsageError("--journal goes with --move-to or --copy-to")
 
+    from taglens.cli.outputs import check_folder
+    from taglens.errors import OutputError
     from taglens.nsfw import NsfwDetector
     from taglens.quarantine import InputRoots, Quarantine
-    from taglens.sinks import CsvSink, JsonlSink, committing, open_text_output
+    from taglens.sinks import CsvSink, JsonlSink, open_text_output
 
+    if move_to or copy_to:
+        check_folder(move_to or copy_to)  # type: ignore[arg-type]
     try:
         detector = NsfwDetector.from_pretrained(model, revision, device=device, dtype=dtype,
                                                 positive_label=positive_label, threshold=threshold)
@@ -110,7 +114,10 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
         for root in roots.folders:
             if root == folder or root.startswith(folder + os.sep):
                 raise click.UsageError(f"input folder {root} lies inside the quarantine folder {folder}")
-        quarantine = Quarantine(folder, mode="move" if move_to else "copy", journal=journal)
+        try:
+            quarantine = Quarantine(folder, mode="move" if move_to else "copy", journal=journal)
+        except OSError as exc:
+            raise OutputError(f"cannot write {exc.filename or folder}: {exc.strerror or exc}") from None
         _report_recovery(quarantine.recovered, quiet)
 
     summary = NsfwSummary()
@@ -133,9 +140,8 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
     stream, target = open_text_output(output)
     sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, ["nsfw"])
     try:
-        with committing(target):
-            run_to_sink(paths, recursive, [detector.job()], engine_options(**runtime), sink, quiet=quiet,
-                        on_record=on_record, skip=quarantine.contains if quarantine else None, summary=summary)
+        run_to_sink(paths, recursive, [detector.job()], engine_options(**runtime), sink, target=target, quiet=quiet,
+                    on_record=on_record, skip=quarantine.contains if quarantine else None, summary=summary)
     finally:
         if quarantine is not None:
             quarantine.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -49,11 +50,33 @@ runtime_options = stack(
 )
 
 
-def output_options(formats: tuple[str, ...], *, output_help: str | None = None, dir_okay: bool = False) -> F:
-    return stack(
-        click.option("--output", "-o", type=click.Path(dir_okay=dir_okay, allow_dash=True), default=None,
-                     help=output_help or "Write here instead of stdout (written to a temporary file, renamed when done)."),
-        click.option("--format", "-f", "fmt", type=click.Choice(formats), default=formats[0], show_default=True,
-                     help="Output format."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line."),
-    )
+def output_options(formats: tuple[str, ...], *, output_help: str | None = None, dir_okay: bool = False,
+                   folder_output: Callable[[dict[str, Any]], bool] | None = None) -> F:
+    """``--output``, ``--format`` and ``--quiet``, with one rule for every command that writes a
+    file (`taglens.cli.outputs.resolve_format`): the --output suffix decides the format when
+    --format is absent, and a file that cannot be written is refused before any model loads.
+    ``folder_output(params)`` says when the output is a folder instead (analyze --engine ray),
+    which its own front end checks."""
+    from taglens.cli.outputs import describe_suffixes
+
+    def apply(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **params: Any) -> Any:
+            from taglens.cli.outputs import check_output, resolve_format
+
+            if folder_output is None or not folder_output(params):
+                params["fmt"] = resolve_format(params["output"], params["fmt"], formats)
+                check_output(params["output"], folder_ok=dir_okay)
+            return f(*args, **params)
+
+        return stack(
+            click.option("--output", "-o", type=click.Path(dir_okay=dir_okay, allow_dash=True), default=None,
+                         help=output_help or "Write here instead of stdout (its folder must exist; written to a "
+                                             "temporary file, renamed when done; Ctrl-C keeps what is written)."),
+            click.option("--format", "-f", "fmt", type=click.Choice(formats), default=None,
+                         help=f"Output format [default: from the --output name ({describe_suffixes(formats)}), "
+                              f"else {formats[0]}]."),
+            click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line."),
+        )(command)
+
+    return apply

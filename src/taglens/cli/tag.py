@@ -55,7 +55,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     """
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.runtime import Placement
-    from taglens.sinks import committing, open_text_output
+    from taglens.sinks import open_text_output
     from taglens.tagging import Tagger, TagSelection, split_tags
 
     writer = caption_writer(ctx, paths, captions, caption_dir, caption_ext, replace_underscores, escape_parens,
@@ -80,11 +80,10 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     else:
         stream, target = open_text_output(output)
     sink = make_sink(fmt, stream, scores)
-    with committing(target):
-        summary = run_to_sink(
-            paths, recursive, [job], engine_options(**runtime), sink, quiet=quiet, on_record=on_record,
-            skip=writer.should_skip if writer is not None and existing == "skip" else None,
-        )
+    summary = run_to_sink(
+        paths, recursive, [job], engine_options(**runtime), sink, target=target, quiet=quiet, on_record=on_record,
+        skip=writer.should_skip if writer is not None and existing == "skip" else None,
+    )
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
     if writer is None:
@@ -153,15 +152,19 @@ class NamesJsonlSink:
 
 
 class NamesCsvSink:
-    """CSV with ``path``, ``error`` and ``tags`` (names joined by ", ") only (``--no-scores``)."""
+    """CSV with ``path``, ``error``, ``tags`` (a JSON array of names) and ``tag_error`` only
+    (``--no-scores``)."""
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self.writer = csv.writer(stream)
-        self.writer.writerow(["path", "error", "tags"])
+        self.writer.writerow(["path", "error", "tags", "tag_error"])
 
     def write(self, record: Record) -> None:
-        self.writer.writerow([record.path, record.error or "", ", ".join(t.tag for t in record.tags or ())])
+        from taglens.sinks import names_json
+
+        tags = "" if record.tags is None else names_json(t.tag for t in record.tags)
+        self.writer.writerow([record.path, record.error or "", tags, record.task_errors.get("tag", "")])
         self.stream.flush()
 
     def close(self) -> None:

@@ -182,10 +182,7 @@ class Library:
 
         for record in run(paths, jobs, options):
             pending.append(record)
-            if record.error is None:
-                report.computed += 1
-            else:
-                report.errors += 1
+            report.count(record)
             if on_record is not None:
                 on_record(record)
             if len(pending) >= options.batch_size:
@@ -196,13 +193,17 @@ class Library:
     def _store(self, record: Record, model_ids: dict[str, int], *, path: str | None = None, size: int | None = None,
                mtime: float | None = None, every_task: bool = True) -> None:
         """Write one record's results and point its file at its content. ``path``/``size``/``mtime``
-        replace the record's (import); ``every_task=False`` skips a task whose field is empty."""
+        replace the record's (import); ``every_task=False`` skips a task whose field is empty.
+
+        A task whose job failed on the image gets a ``task_errors`` row instead of a result, and
+        the image's other results are kept: the next index run computes only that task again.
+        Only an image that could not be read or decoded is filed as a failed file."""
         path = record.path if path is None else path
         size = record.size if size is None else size
         mtime = record.mtime if mtime is None else mtime
         if size is None or mtime is None:
             return  # vanished before it could be read: nothing to remember
-        if record.error is not None or record.sha256 is None:
+        if (record.error is not None and not record.task_errors) or record.sha256 is None:
             db.upsert_file(self.conn, path, size, mtime, None, "error", record.error or "no content hash")
             return
         content = db.content_id(self.conn, record.sha256, record.width or 0, record.height or 0)
@@ -213,8 +214,14 @@ class Library:
                 db.write_nsfw(self.conn, content, model, record.nsfw)
             elif task == "embed" and record.embedding is not None:
                 db.write_embedding(self.conn, content, model, record.embedding)
+            elif task in record.task_errors:
+                db.write_task_error(self.conn, task, content, model, record.task_errors[task])
+                continue
             elif every_task:
                 raise LibraryError(f"the {task} job did not fill its field for {record.path}")
+            else:
+                continue
+            db.clear_task_error(self.conn, content, model)
         db.upsert_file(self.conn, path, size, mtime, content)
 
     def _refresh_vectors(self, model: int) -> None:

@@ -10,6 +10,11 @@ invalidates only its own rows:
     tag_sets(content, model)  tags(content, model, tag, score)
     nsfw(content, model, label, score, unsafe, flagged, scores)
     embeddings(content, model, vector float16 blob)
+    task_errors(content, model, error, failed_at)       a job that failed on this image
+
+A content a job failed on has a ``task_errors`` row for that model instead of a result (its other
+results are kept), so the next index run computes that task again (`taglens.library.scan` only
+counts results as done); writing the result removes the row.
 
 ``models.generation`` goes up (by trigger) whenever that model's embeddings change, so a vector
 index built from generation g is stale exactly when the number moved.
@@ -34,6 +39,7 @@ from taglens.errors import LibraryError, LibraryVersionError
 from taglens.records import NsfwResult, TagScore
 
 TASKS = ("tag", "nsfw", "embed")
+RESULT_TABLES = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}  # a result of the task is a row here
 FILE_NAME = "library.db"
 
 
@@ -110,6 +116,14 @@ MIGRATIONS: list[Migration] = [
             UPDATE models SET generation = generation + 1 WHERE id = OLD.model; END""",
         """CREATE TRIGGER embeddings_update AFTER UPDATE ON embeddings BEGIN
             SELECT RAISE(ABORT, 'embeddings are never rewritten: delete and insert'); END""",
+    )),
+    Migration(2, "the job that failed on an image, per model", (
+        """CREATE TABLE task_errors (
+            content INTEGER NOT NULL REFERENCES contents(id) ON DELETE CASCADE,
+            model INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            error TEXT NOT NULL,
+            failed_at REAL NOT NULL,
+            PRIMARY KEY (content, model)) WITHOUT ROWID""",
     )),
 ]
 VERSION = MIGRATIONS[-1].number
@@ -277,6 +291,20 @@ def delete_orphan_contents(conn: sqlite3.Connection) -> int:
     return conn.execute(
         "DELETE FROM contents WHERE NOT EXISTS (SELECT 1 FROM files WHERE files.content = contents.id)"
     ).rowcount
+
+
+def write_task_error(conn: sqlite3.Connection, task: str, content: int, model: int, error: str) -> None:
+    """Remember that ``model``'s job failed on ``content`` (and why), unless a result from that
+    model is already there (e.g. an imported row failed where an index run had succeeded)."""
+    conn.execute(
+        "INSERT INTO task_errors (content, model, error, failed_at) SELECT ?, ?, ?, ? "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {RESULT_TABLES[task]} WHERE content = ? AND model = ?) "
+        "ON CONFLICT (content, model) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at",
+        (content, model, error, time.time(), content, model))
+
+
+def clear_task_error(conn: sqlite3.Connection, content: int, model: int) -> None:
+    conn.execute("DELETE FROM task_errors WHERE content = ? AND model = ?", (content, model))
 
 
 def write_tags(conn: sqlite3.Connection, content: int, model: int, tags: Sequence[TagScore]) -> None:

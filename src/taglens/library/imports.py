@@ -1,12 +1,16 @@
-"""Results computed elsewhere, brought into the library: Parquet from ``taglens analyze -f parquet``
-(or the Ray job, which writes the same schema: `taglens.arrow`).
+"""Results computed elsewhere, brought into the library: the Parquet files of ``taglens analyze``,
+``taglens embed`` (or the Ray job), which all write one schema: `taglens.arrow`.
 
 The file's schema metadata names the checkpoint of each job (``taglens.<job>.model_id`` and
-``.revision``, the job names being ``tag``, ``nsfw``, ``embed`` or ``classify+embed``), so every
-imported result is filed under the model that made it, exactly as ``taglens index`` files its
-own. What happens to each row (`Library.import_records` applies it):
+``.revision``, the job names being ``tag``, ``nsfw``, ``embed`` or ``classify+embed``; files
+from an older ``taglens embed`` say ``taglens.model_id`` and are read as the embed job's), so
+every imported result is filed under the model that made it, exactly as ``taglens index`` files
+its own. What happens to each row (`Library.import_records` applies it):
 
-- **an error row**: skipped (counted); ``taglens index`` tries that file itself later;
+- **an error row** (no result at all): skipped (counted); ``taglens index`` tries that file itself
+  later;
+- **a row one job failed on** (``<task>_error`` set): its other results are stored, and the failed
+  task is remembered as failed so the next ``taglens index`` computes it;
 - **a local file that exists**: stored as if indexed here: its path, size and mtime as on this
   disk, its content by sha256. When the size or mtime differ from the row's, the file is hashed,
   and a sha256 other than the row's means the results are for other bytes: skipped as
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from taglens.errors import LibraryError
 from taglens.locations import is_uri
-from taglens.records import Record
+from taglens.records import Record, error_field
 
 BATCH_ROWS = 4096
 # job name in the metadata -> library task; "classify+embed" carries the embeddings too
@@ -71,8 +75,10 @@ class ParquetSource:
 
         from taglens.arrow import records_from_table
 
-        columns = ["path", "error", *(c for c in ("sha256", "size", "mtime", "width", "height")
-                                      if c in self._names()), *(_FIELD_OF_TASK[t] for t in self.models)]
+        names = self._names()
+        columns = ["path", "error", *(c for c in ("sha256", "size", "mtime", "width", "height") if c in names),
+                   *(_FIELD_OF_TASK[t] for t in self.models),
+                   *(c for t in self.models if (c := error_field(t)) in names)]
         parquet = pq.ParquetFile(self.path)
         for batch in parquet.iter_batches(batch_size=rows, columns=columns):
             yield list(records_from_table(pa.Table.from_batches([batch])))
@@ -95,9 +101,12 @@ def open_parquet(path: str | os.PathLike) -> ParquetSource:
         raise LibraryError(f"{path}: not a readable Parquet file ({exc})") from None
     if "path" not in schema.names or "error" not in schema.names:
         what = "text embeddings" if "text" in schema.names else "no 'path' and 'error' columns"
-        raise LibraryError(f"{path}: not image records from `taglens analyze -f parquet` ({what})")
+        raise LibraryError(f"{path}: not image records from `taglens analyze` or `taglens embed` ({what})")
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     models: dict[str, tuple[str, str]] = {}
+    if "taglens.model_id" in meta and "embedding" in schema.names:  # written by an older taglens embed
+        meta.setdefault("taglens.embed.model_id", meta["taglens.model_id"])
+        meta.setdefault("taglens.embed.revision", meta.get("taglens.revision", ""))
     for job, task in _TASK_OF_JOB.items():
         model_id, revision = meta.get(f"taglens.{job}.model_id"), meta.get(f"taglens.{job}.revision")
         if model_id and revision and _FIELD_OF_TASK[task] in schema.names:

@@ -5,27 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from taglens.records import NsfwResult, TagScore
+from taglens.records import NsfwResult, Record, TagScore
 
 
 @dataclass
 class IndexReport:
-    """What an index run did. ``computed`` images went through the models; ``reused`` ones were
-    renamed, moved or copied files whose content the library already knew."""
+    """What an index run did. ``computed`` images went through the models (``partial`` of them
+    lost a job's result, kept for the next run to compute; see `taglens.records`); ``reused`` ones
+    were renamed, moved or copied files whose content the library already knew."""
 
     seen: int = 0
     unchanged: int = 0
     hashed: int = 0
     reused: int = 0
     computed: int = 0
+    partial: int = 0
     errors: int = 0
     deleted: int = 0
     loaded: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def count(self, record: Record) -> None:
+        """Count one record the models produced: computed (``partial`` too) or an error."""
+        if record.error is not None:
+            self.errors += 1
+            return
+        self.computed += 1
+        self.partial += record.status == "partial"
+
     def line(self) -> str:
-        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed, "
-                f"{self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
+        partial = f" ({self.partial} partial: retried next run)" if self.partial else ""
+        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed"
+                f"{partial}, {self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from taglens.inputs import iter_image_paths
 from taglens.library import db
 
-_TABLES = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}
+_TABLES = db.RESULT_TABLES
 
 
 @dataclass(frozen=True)

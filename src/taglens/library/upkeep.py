@@ -30,13 +30,14 @@ def stats(lib: Library) -> dict[str, Any]:
         "database_bytes": sum(p.stat().st_size for p in lib.folder.glob(db.FILE_NAME + "*") if p.is_file()),
         "models": [],
     }
-    table = {"tag": "tag_sets", "nsfw": "nsfw", "embed": "embeddings"}
+    table = db.RESULT_TABLES
     for model in db.models(lib.conn):
         current = db.current_model(lib.conn, model["task"])
         out["models"].append({
             "task": model["task"], "model_id": model["model_id"], "revision": model["revision"],
             "current": current is not None and current["id"] == model["id"],
             "results": one(f"SELECT count(*) AS n FROM {table[model['task']]} WHERE model = ?", model["id"]),
+            "failed": one("SELECT count(*) AS n FROM task_errors WHERE model = ?", model["id"]),
         })
     embed = db.current_model(lib.conn, "embed")
     if embed is not None and embed["dim"] is not None:

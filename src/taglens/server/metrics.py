@@ -1,6 +1,6 @@
 """Prometheus metrics of one app (its own registry, so several apps in one process stay apart).
 
-Requests (count and latency by route template and status), images (ok / error), refusals (queue
+Requests (count and latency by route template and status), images (ok / partial / error), refusals (queue
 full, timeouts, size limits), model batches (size and seconds by model) and the queue: images
 admitted and items waiting for a batch. Served as text at ``GET /metrics``.
 """
@@ -26,7 +26,7 @@ class Metrics:
                                 ("route", "method", "status"), registry=r)
         self.latency = Histogram("taglens_http_request_seconds", "Time from request to response, by route.",
                                  ("route",), buckets=LATENCY_BUCKETS, registry=r)
-        self.images = Counter("taglens_images", "Images processed, by outcome (ok, error).", ("outcome",), registry=r)
+        self.images = Counter("taglens_images", "Images processed, by outcome (ok, partial, error).", ("outcome",), registry=r)
         self.rejected = Counter("taglens_rejected", "Requests refused, by reason (queue_full, timeout, "
                                 "too_large, unsupported_type).", ("reason",), registry=r)
         self.batch_size = Histogram("taglens_batch_size", "Images per model batch, by model.", ("model",),

@@ -3,7 +3,8 @@
 Options mirror the command line's flags (``taglens tag --threshold`` is ``threshold`` here,
 ``taglens analyze --label-top-k`` is ``label_top_k``) and turn into a `taglens.tasks.TaskRequest`.
 Records out are exactly the CLI's JSON lines (`taglens.records.Record.to_json`): ``path``, then
-``error`` or the fields of the jobs that ran; fields of jobs that did not run are absent.
+``error`` or the fields of the jobs that ran, then a ``<task>_error`` for each job that failed on
+the image (the other jobs' fields kept); fields of jobs that did not run are absent.
 """
 
 from __future__ import annotations
@@ -255,15 +256,25 @@ class NsfwOut(BaseModel):
     flagged: bool
 
 
+def _task_error(task: str) -> Any:
+    return Field(None, description=f"Why the {task} job failed on this image; the other jobs' fields are kept.")
+
+
 class RecordOut(BaseModel):
-    """One image: ``path`` and ``error``, or the fields of the jobs that ran (others absent)."""
+    """One image: ``path`` and ``error`` (no result at all), or the fields of the jobs that ran
+    (others absent); a ``<task>_error`` for each job that failed on it (see `taglens.records`)."""
 
     path: str
-    error: str | None = None
+    error: str | None = Field(None, description="Why the image has no result: it could not be read or "
+                                                "decoded, or every job failed on it.")
     tags: list[TagScoreOut] | None = None
     labels: list[LabelScoreOut] | None = None
     nsfw: NsfwOut | None = None
     embedding: list[float] | None = None
+    tag_error: str | None = _task_error("tag")
+    classify_error: str | None = _task_error("classify")
+    nsfw_error: str | None = _task_error("nsfw")
+    embed_error: str | None = _task_error("embed")
 
 
 class ModelOut(BaseModel):

@@ -157,7 +157,7 @@ class Service:
                 task.cancel()
             raise
         for record in records:
-            self.metrics.images.labels("error" if record.error else "ok").inc()
+            self.metrics.images.labels({"done": "ok"}.get(record.status, record.status)).inc()
         return list(records)
 
     async def _one(self, image: NamedSource, jobs: Sequence[Job]) -> Record:
@@ -172,9 +172,4 @@ class Service:
         futures = [asyncio.wrap_future(self.batcher.submit(job, prepared.arrays[job.transform])) for job in jobs]
         prepared.arrays = None
         outcomes: list[Any] = await asyncio.gather(*futures)
-        fields: dict[str, Any] = {}
-        for outcome in outcomes:
-            if isinstance(outcome, str):
-                return record.with_fields(error=outcome)
-            fields.update(outcome)
-        return record.with_fields(**fields)
+        return record.with_job_results(zip((job.name for job in jobs), outcomes))

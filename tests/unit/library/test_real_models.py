@@ -186,3 +186,37 @@ def test_an_nsfw_classifier_without_an_nsfw_label_filters_by_its_unsafe_labels(c
     cut = float(np.median(list(unsafe.values())))
     assert {h.path for h in lib.search(max_nsfw=cut, limit=100)} == {p for p in paths if unsafe[p] <= cut}
     lib.close()
+
+
+def test_a_job_failing_on_an_image_keeps_its_other_results_and_is_retried_next_run(checkpoints, tmp_path,
+                                                                                   monkeypatch):
+    from taglens.library import db
+
+    from ...faults import poison_nsfw, write_poison
+
+    folder = tmp_path / "photos"
+    make_photos(folder, 3)
+    poison = write_poison(folder / "poison.png")
+    poison_nsfw(monkeypatch)
+    with Library.open(tmp_path / "lib") as lib:
+        report = lib.index([folder], sources(checkpoints), options=OPTIONS)
+        assert (report.computed, report.partial, report.errors) == (4, 1, 0)
+        assert "4 computed (1 partial: retried next run)" in report.line()
+        row = db.file_by_path(lib.conn, str(poison))
+        assert row["status"] == "ok" and row["error"] is None  # the file is fine; one job was not
+        stored = {table: lib.conn.execute(f"SELECT count(*) AS n FROM {table} WHERE content = ?",
+                                          (row["content"],)).fetchone()["n"]
+                  for table in ("tag_sets", "embeddings", "nsfw", "task_errors")}
+        assert stored == {"tag_sets": 1, "embeddings": 1, "nsfw": 0, "task_errors": 1}
+        [failed] = lib.conn.execute("SELECT m.task, e.error FROM task_errors e JOIN models m ON m.id = e.model"
+                                    ).fetchall()
+        assert failed["task"] == "nsfw" and "injected" in failed["error"]
+        assert [m["failed"] for m in lib.stats()["models"] if m["task"] == "nsfw"] == [1]
+        assert [h.path for h in lib.search("a photo", limit=10)].count(str(poison)) == 1  # its embedding is searchable
+
+        monkeypatch.undo()  # the classifier works again: only the missing result is computed
+        again = lib.index([folder], sources(checkpoints), options=OPTIONS)
+        assert (again.unchanged, again.computed, again.partial, again.loaded) == (3, 1, 0, ["nsfw"])
+        assert lib.conn.execute("SELECT count(*) AS n FROM task_errors").fetchone()["n"] == 0
+        assert lib.conn.execute("SELECT count(*) AS n FROM nsfw WHERE content = ?", (row["content"],)
+                                ).fetchone()["n"] == 1

@@ -2,8 +2,10 @@
 
 The answer is ``{"results": [...], "models": [...]}`` with one record per image in request order,
 each exactly a line of the CLI's JSONL output. As the CLI's exit status is 0 when at least one
-image succeeded, the status is 200 when at least one image succeeded; when every image failed
-(could not be decoded), it is 422 and ``results`` holds each image's reason.
+image has results, the status is 200 when at least one image has results (all of them, or some
+jobs' with a ``<task>_error`` for each job that failed on it: see `taglens.records`); when no
+image has any (each could not be decoded, or every job failed on it), it is 422 and ``results``
+holds each image's reasons.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "An image or the whole body too large."},
     415: {"model": ErrorOut, "description": "Neither multipart/form-data nor JSON, or an upload that is not an image."},
     422: {"model": ImageErrorsOut | ErrorOut,
-          "description": "Invalid options, too many images, or no image could be processed (each image's "
-                         "reason in `results`)."},
+          "description": "Invalid options, too many images, or no image has any result (each image's "
+                         "reasons in `results`)."},
     503: {"model": ErrorOut, "description": "The image queue is full; retry after `Retry-After` seconds.",
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
     504: {"model": ErrorOut, "description": "Not done within the request timeout."},

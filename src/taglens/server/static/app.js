@@ -276,6 +276,9 @@ async function analyzeDropped() {
       part("Tags", (record.tags || []).slice(0, 25).map((t) => ({ name: t.tag, score: t.score })));
       if (record.labels) part("Labels", record.labels.map((l) => ({ name: l.label, score: l.score })));
       if (record.nsfw) part(record.nsfw.flagged ? "NSFW: flagged" : "NSFW: not flagged", nsfwItems(record.nsfw));
+      for (const [key, reason] of Object.entries(record)) {  // a job that failed on it: the rest is shown
+        if (key.endsWith("_error")) out.append(el("p", { class: "flagged", text: `${key.slice(0, -6)}: ${reason}` }));
+      }
     }
     status(`Analysed ${record.path}`);
   } finally {
