@@ -108,6 +108,7 @@ def test_stats_verify_prune(env):
 
 
 def test_errors_exit_cleanly(env):
+    assert invoke("index", env["photos"], "--tasks", "tag").exit_code == 0
     result = CliRunner().invoke(cli, ["search", "x"])
     assert result.exit_code == 1 and "no embeddings yet" in result.output
     empty = env["tmp"] / "empty"

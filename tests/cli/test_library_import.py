@@ -111,7 +111,7 @@ def test_errors_uris_absent_and_changed_rows(tmp_path):
     parquet = embed_only_file(tmp_path / "r.parquet", records)
     shutil.move(moved, tmp_path / "moved.png")
     picture(99).save(changed)  # other bytes since analyzed
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     report = lib.import_parquet([parquet])
     assert (report.rows, report.stored, report.remote, report.errors, report.absent, report.changed) == (6, 2, 1, 1, 2, 1)
     assert report.models == {"embed": ("fake/embed", "r1"), "tag": ("fake/tag", "t1"), "nsfw": ("fake/nsfw", "n1")}
@@ -136,7 +136,7 @@ def test_errors_uris_absent_and_changed_rows(tmp_path):
 def test_files_that_cannot_be_imported(tmp_path):
     photos = tmp_path / "photos"
     [one] = make_photos(photos, 1)
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     no_meta = embed_only_file(tmp_path / "m.parquet", [record_for(one, 1)], metadata={})
     with pytest.raises(LibraryError, match="names no model"):
         lib.import_parquet([no_meta])

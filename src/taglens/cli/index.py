@@ -74,7 +74,7 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
         bar.update(1)
 
     try:
-        with open_library(library_dir) as lib:
+        with open_library(library_dir, create=True) as lib:
             # without a flag, keep the checkpoint the library already uses (switching re-embeds everything)
             current = lib.current_models()
             picked = {task: flag or current.get(task) or default for task, flag, default in (

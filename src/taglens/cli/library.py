@@ -18,10 +18,12 @@ library_option = stack(
 )
 
 
-def open_library(library_dir: str | None, **kwargs):
+def open_library(library_dir: str | None, *, create: bool = False, **kwargs):
+    """The library at ``--library`` (else the default folder). Only ``create`` (index, import) makes
+    one; every other command refuses a folder without one and leaves it as it was."""
     from taglens.library import Library
 
-    return Library.open(library_dir, **kwargs)
+    return Library.open(library_dir, create=create, **kwargs)
 
 
 @click.group("library")
@@ -128,7 +130,7 @@ def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> Non
     parquet = [p for f in files for p in (sorted(Path(f).glob("*.parquet")) if Path(f).is_dir() else [Path(f)])]
     if not parquet:
         raise click.UsageError(f"no .parquet files in {', '.join(files)}")
-    with open_library(library_dir) as lib:
+    with open_library(library_dir, create=True) as lib:
         report = lib.import_parquet(parquet)
     if not quiet:
         click.echo(report.line(), err=True)
