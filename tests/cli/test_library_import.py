@@ -57,7 +57,7 @@ def test_analyze_parquet_then_import_stores_what_index_stores(checkpoints, tmp_p
     assert out.exists(), result.output
     result = invoke("library", "import", out, "--library", tmp_path / "imported")
     assert result.exit_code == 0, result.output
-    assert "6 rows from 1 files: 5 stored (0 URIs), 1 errors skipped, 0 absent here, 0 changed" in result.output
+    assert "6 rows from 1 file: 5 stored (0 URIs), 1 error skipped, 0 absent here, 0 changed" in result.output
     assert invoke("index", photos, *flags, "--library", tmp_path / "indexed").exit_code == 0
     imported, indexed = dump(tmp_path / "imported"), dump(tmp_path / "indexed")
     assert len(imported) == 5 and imported.keys() == indexed.keys()
@@ -74,7 +74,7 @@ def test_analyze_parquet_then_import_stores_what_index_stores(checkpoints, tmp_p
     assert by_text[0] == by_text[1] and len(by_text[0].splitlines()) == 5
     # the imported library is an index like any other: only the error row is left for index to try
     again = invoke("index", photos, *flags, "--library", tmp_path / "imported")
-    assert "6 files: 5 unchanged, 0 reused, 0 computed, 1 errors" in again.output
+    assert "6 files: 5 unchanged, 0 reused, 0 computed, 1 error" in again.output
 
 
 def embed_only_file(path, records, *, model=("fake/embed", "r1"), job="classify+embed", dim=8, metadata=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from taglens.cli.options import stack
+from taglens.counts import counted
 
 library_option = stack(
     click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, envvar="TAGLENS_LIBRARY",
@@ -56,12 +57,12 @@ def stats(library_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"library      {out['library']} (schema {out['schema_version']}, "
                f"{out['database_bytes'] / 1e6:.1f} MB)")
-    remote = f", {out['remote']} URIs" if out.get("remote") else ""
-    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {out['errors']} errors{remote})")
+    remote = f", {counted(out['remote'], 'URI')}" if out.get("remote") else ""
+    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {counted(out['errors'], 'error')}{remote})")
     click.echo(f"images       {out['images']} distinct")
     for m in out["models"]:
         mark = "*" if m["current"] else " "
-        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {m['results']} results")
+        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {counted(m['results'], 'result')}")
     if "vector_index" in out:
         v = out["vector_index"]
         click.echo(f"vectors      {v['state']}, {v['kind'] or '-'}, {v['count'] or 0} x {v['dim']}, "
@@ -87,7 +88,7 @@ def verify(library_dir: str | None, no_files: bool) -> None:
         click.echo(f"note: {note}")
     for problem in report.problems:
         click.echo(f"problem: {problem}")
-    click.echo("ok" if report.ok else f"{len(report.problems)} problems")
+    click.echo("ok" if report.ok else counted(len(report.problems), "problem"))
     if not report.ok:
         raise SystemExit(1)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from taglens.counts import counted
 from taglens.engine import EngineOptions, Job, run
 from taglens.images import DecodeOptions
 from taglens.inputs import iter_image_paths
@@ -34,7 +35,7 @@ class Summary:
         return self.total / max(time.perf_counter() - self.started, 1e-9)
 
     def line(self) -> str:
-        return f"{self.total} images: {self.done} done, {self.errors} errors, {self.rate:.1f} images/s"
+        return f"{counted(self.total, 'image')}: {self.done} done, {counted(self.errors, 'error')}, {self.rate:.1f} images/s"
 
 
 def engine_options(batch_size: int, workers: int | None, draft: bool, max_pixels: int, max_file_size: int,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from taglens.engine import EngineOptions, run
-from taglens.errors import LibraryError, NoLibraryError
+from taglens.errors import InvalidRequestError, LibraryError, NoLibraryError
 from taglens.images import ImageSource
 from taglens.library import db, imports, scan, upkeep, vectors
 from taglens.library import duplicates as dup
@@ -122,11 +122,15 @@ class Library:
         options: EngineOptions | None = None,
         retry_errors: bool = False,
         on_record: Callable[[Record], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
     ) -> IndexReport:
         """Bring the library up to date with the images under ``paths``; see `taglens.library.scan`.
 
         Models (default: `load_models()`) are loaded only when some image needs them. Results are
         committed every ``options.batch_size`` images, so a killed run loses at most one batch.
+        ``on_record`` sees each record computed; ``on_total`` is told how many images go through
+        the models once the folders are compared with the library (before the first record), and
+        again should copies met later need computing after all.
         """
         started = time.perf_counter()
         options = options or EngineOptions()
@@ -143,8 +147,10 @@ class Library:
                          for task, source in sources.items()}
         plan = scan.plan(self.conn, roots, model_ids, recursive=recursive, retry_errors=retry_errors,
                          workers=options.workers)
-        report = IndexReport(seen=plan.seen, unchanged=plan.unchanged, hashed=plan.hashed,
-                             reused=len(plan.attach))
+        report = IndexReport(seen=plan.seen, unchanged=plan.unchanged, failed_before=plan.failed_before,
+                             hashed=plan.hashed, reused=len(plan.attach))
+        if on_total is not None:
+            on_total(plan.to_compute)
         for start in range(0, len(plan.attach), 500):
             with db.transaction(self.conn):
                 for item in plan.attach[start:start + 500]:
@@ -168,6 +174,8 @@ class Library:
                     db.upsert_file(self.conn, item.path, item.size, item.mtime, content["id"])
                     report.reused += 1
         if late:
+            if on_total is not None:
+                on_total(plan.to_compute + len(late))
             jobs = [sources[t].job() for t in db.TASKS if t in model_ids]
             self._compute(late, jobs, model_ids, options, report, on_record)
         with db.transaction(self.conn):
@@ -355,6 +363,9 @@ class Library:
         texts = [(w, t, True) for w, t in _weighted(text)] + [(-w, t, True) for w, t in _weighted(minus)]
         images = [(w, x, False) for w, x in _weighted(image)] + [(-w, x, False) for w, x in _weighted(minus_image)]
         if not texts and not images:
+            if min_score is not None:
+                raise InvalidRequestError("a minimum score needs a text or an image to score against; "
+                                          "filters alone list files without scores")
             return self._filter_only(allowed, limit, tag_model, nsfw_model)
         if not any(w > 0 for w, _, _ in texts + images):
             raise LibraryError("a search needs at least one text or image to look for, not only ones to push away from")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from taglens.counts import counted
 from taglens.records import NsfwResult, TagScore
 
 
@@ -15,6 +16,7 @@ class IndexReport:
 
     seen: int = 0
     unchanged: int = 0
+    failed_before: int = 0
     hashed: int = 0
     reused: int = 0
     computed: int = 0
@@ -23,9 +25,16 @@ class IndexReport:
     loaded: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def ok(self) -> int:
+        """Files of this run that the library now holds results for (not failed, now or before)."""
+        return self.seen - self.errors - self.failed_before
+
     def line(self) -> str:
-        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed, "
-                f"{self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
+        before = f" ({self.failed_before} failed before)" if self.failed_before else ""
+        return (f"{counted(self.seen, 'file')}: {self.unchanged} unchanged{before}, {self.reused} reused, "
+                f"{self.computed} computed, {counted(self.errors, 'error')}, {self.deleted} removed "
+                f"({self.seconds:.1f} s)")
 
 
 @dataclass(frozen=True)
@@ -77,5 +86,6 @@ class PruneReport:
 
     def line(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
-        return (f"{verb} {self.missing_files} missing files, {self.orphan_contents} unreferenced images and "
-                f"the results of {self.old_models} superseded models")
+        return (f"{verb} {counted(self.missing_files, 'missing file')}, "
+                f"{counted(self.orphan_contents, 'unreferenced image')} and the results of "
+                f"{counted(self.old_models, 'superseded model')}")
