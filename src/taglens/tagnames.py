@@ -57,7 +57,7 @@ class TagNames:
 
     def suggestions(self, name: str, n: int = 3) -> list[str]:
         """The closest names the list has (by spelling), best first."""
-        close = difflib.get_close_matches(normalise(name), list(self._normalised), n=n, cutoff=0.75)
+        close = difflib.get_close_matches(normalise(name), list(self._normalised), n=n)
         return [self._normalised[key] for key in close]
 
     def _message(self, unknown: list[str]) -> str:

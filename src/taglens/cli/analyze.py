@@ -68,7 +68,7 @@ TASK_OPTIONS = {
 @caption_options
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process. ray: a Ray Data job (CPU tasks decode, one model actor per GPU) "
-                   "writing Parquet files into --output DIR; see docs/distributed.md.")
+                   "writing Parquet files into --output DIR.")
 @click.option("--address", default=None,
               help="ray: the cluster to join (auto, ray://HEAD:10001); default RAY_ADDRESS, else a local Ray instance.")
 @click.option("--num-gpus", type=Number(min=0), default=None,

@@ -15,7 +15,7 @@ from taglens.library.duplicates import DEFAULT_THRESHOLD
 @click.command("duplicates")
 @click.option("--threshold", type=Number(-1, 1), default=None,
               help=f"Embedding cosine at or above which two images count as near-duplicates [default: "
-                   f"{DEFAULT_THRESHOLD}, provisional: see docs/library.md].")
+                   f"{DEFAULT_THRESHOLD}, provisional until measured on a trained checkpoint].")
 @click.option("--format", "-f", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: one group per block, blank line between; jsonl: {\"paths\": [...], \"similarity\": ...}.")
 @library_option

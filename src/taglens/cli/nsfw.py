@@ -41,7 +41,8 @@ class NsfwSummary(Summary):
 @click.command("nsfw")
 @input_options
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
-              help="Any transformers image classifier: a hub id or a checkpoint folder (docs/models.md).")
+              help="Any transformers image classifier (ViT, DeiT, BEiT, ConvNeXt, Swin, ...): a hub id or a "
+                   "checkpoint folder.")
 @click.option("--revision", default=None, help="Hub revision (commit, branch or tag) of --model.")
 @click.option("--threshold", "-t", type=FRACTION, default=DEFAULT_THRESHOLD, show_default=True,
               help="Flag an image when a positive label's score is at or above this (>=).")

@@ -87,14 +87,15 @@ runtime_options = stack(
     click.option("--workers", type=click.IntRange(min=1), default=None,
                  help="Decode threads (default: min(4, CPU count))."),
     click.option("--draft/--no-draft", default=True, show_default=True,
-                 help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md)."),
+                 help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
+                      "and moves the model inputs slightly."),
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images with more pixels (decompression bombs)."),
     click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
                  help="Refuse files larger than this many bytes."),
     click.option("--compile", "compile_models", is_flag=True,
                  help="Compile the models with torch.compile: faster per image after ~30 s of compiling "
-                      "per model; worth it for long runs (docs/analyze.md)."),
+                      "per model; worth it for long runs."),
 )
 
 

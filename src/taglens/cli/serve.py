@@ -64,7 +64,8 @@ MiB = 1024 * 1024
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
               help="Decode threads (default: min(4, CPU count)).")
 @click.option("--draft/--no-draft", default=True, show_default=True,
-              help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md).")
+              help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
+                   "and moves the model inputs slightly.")
 @click.option("--allow-path", "allow_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A folder whose files JSON requests may name by path (repeatable; none by default).")
 @click.option("--cors-origin", "cors_origins", multiple=True,
