@@ -149,7 +149,7 @@ def test_a_library_that_cannot_answer_is_409(make_client, tmp_path):
 
 
 def test_tag_filters_take_spaces_and_any_case_and_unknown_names_are_422_naming_them(client, lib):
-    from tests.conftest import JOYTAG_TINY
+    from ..conftest import JOYTAG_TINY
 
     carried = {t.tag for hit in lib.search(tags=(), max_nsfw=1.0, limit=100) for t in hit.tags}
     spaced = sorted(t for t in carried if "_" in t and t.replace("_", "").isalpha())[0]
