@@ -170,7 +170,7 @@ def test_usage_errors(checkpoints, images):
     no_labels = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["clip"])])
     assert no_labels.exit_code == 2 and "no labels" in no_labels.output
     bad_template = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["clip"]), "-l", "a", "--template", "x"])
-    assert bad_template.exit_code == 1 and "no '{}'" in bad_template.output
+    assert bad_template.exit_code == 2 and "no '{}'" in bad_template.output  # a usage error, as the issue asks
     not_siglip = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["vit"]), "-l", "a"])
     assert not_siglip.exit_code == 1 and "not a SigLIP or CLIP" in not_siglip.output
 

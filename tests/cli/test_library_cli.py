@@ -86,8 +86,8 @@ def test_filters_and_duplicates(env):
     assert invoke("duplicates", "-q").stderr == ""
     all_paths = invoke("search", "--max-nsfw", "1", "--format", "paths", "--limit", 100).output.split()
     assert len(all_paths) == 6
-    none = invoke("search", "--max-nsfw", "0", "--format", "paths").output.split()
-    assert none == []
+    none = invoke("search", "--max-nsfw", "0", "--format", "paths")
+    assert none.stdout == "" and none.stderr == "taglens search: no results (with --max-nsfw 0)\n"
 
 
 def test_stats_verify_prune(env):

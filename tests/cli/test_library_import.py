@@ -67,7 +67,7 @@ def test_analyze_parquet_then_import_stores_what_index_stores(checkpoints, tmp_p
 
     target = sorted(photos.glob("img*.png"))[2]
     hits = [json.loads(x) for x in invoke("search", "--image", target, "--library", tmp_path / "imported",
-                                          "-f", "jsonl", "-n", 3).output.splitlines()]
+                                          "-f", "jsonl", "--limit", 3).output.splitlines()]
     assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert hits[0]["tags"] and hits[0]["nsfw"]
     by_text = [invoke("search", "a cat", "--library", tmp_path / lib, "-f", "jsonl").output for lib in ("imported", "indexed")]

@@ -124,7 +124,7 @@ def test_selection_options(checkpoints, images, tmp_path):
 def test_unknown_tags_and_bad_values_are_clear_errors(checkpoints, images):
     model = ["-m", str(checkpoints["joytag"]), str(images)]
     result = tag(*model, "--exclude", "dgo")
-    assert result.exit_code == 1 and "no tag named 'dgo'" in result.stderr
+    assert result.exit_code == 2 and "no tag named 'dgo'" in result.stderr
     assert tag(*model, "--threshold", "1.5").exit_code == 2
     assert tag(*model, "--top-k", "0").exit_code == 2
     result = tag(*model, "--device", "tpu")

@@ -108,7 +108,7 @@ def test_library_import_of_the_output_folder_then_search(first_run, tmp_path):
     assert "6 rows from" in result.stderr and "5 stored (0 URIs), 1 error skipped" in result.stderr
     target = first_run.folder / "sub" / "c.webp"
     found = CliRunner().invoke(cli, ["search", "--image", str(target), "--library", str(library), "-f", "jsonl",
-                                     "-n", "3"], catch_exceptions=False)
+                                     "--limit", "3"], catch_exceptions=False)
     hits = [json.loads(line) for line in found.stdout.splitlines()]
     assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert [t["tag"] for t in hits[0]["tags"]] == [t.tag for t in first_run.rows[str(target)].tags]
