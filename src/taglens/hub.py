@@ -72,7 +72,8 @@ def require_safetensors(folder: Path, model_name: str | None = None) -> None:
             "(for transformers models: from_pretrained(...).save_pretrained(dir, safe_serialization=True))."
         )
     lacks = ([] if (folder / "config.json").is_file() else ["config.json"]) + ["*.safetensors weights"]
-    raise CheckpointError(f"{name} is not a checkpoint folder: it has no {' and no '.join(lacks)}; {CHECKPOINT_FILES}")
+    raise CheckpointError(f"{name} is not a checkpoint folder: it has no {' and no '.join(lacks)}; "
+                          f"{CHECKPOINT_FILES}")
 
 
 def cached_file(model_id: str, revision: str, filename: str) -> Path | None:

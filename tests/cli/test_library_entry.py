@@ -106,11 +106,14 @@ def test_an_unknown_tag_is_a_usage_error_naming_it_and_a_known_absent_one_finds_
 
 def test_the_tag_command_binds_names_the_same_way(indexed, checkpoints):
     image = sorted(indexed["photos"].iterdir())[0]
-    plain = taglens("tag", image, "-m", checkpoints["joytag"], "--format", "txt")
-    tag = next(t for t in plain.stdout.split("\t")[1].strip().split(", ") if "_" in t and t.replace("_", "").isalpha())
-    excluded = taglens("tag", image, "-m", checkpoints["joytag"], "--format", "txt", "--exclude", tag.replace("_", " ").upper())
-    assert excluded.returncode == 0 and tag in plain.stdout and tag not in excluded.stdout.split("\t")[1].split(", ")
-    typo = taglens("tag", image, "-m", checkpoints["joytag"], "--exclude", tag[1:])
+    model = ["-m", checkpoints["joytag"], "--format", "txt"]
+    plain = taglens("tag", image, *model)
+    tags = plain.stdout.split("\t")[1].strip().split(", ")
+    tag = next(t for t in tags if "_" in t and t.replace("_", "").isalpha())
+    excluded = taglens("tag", image, *model, "--exclude", tag.replace("_", " ").upper())
+    assert excluded.returncode == 0 and tag not in excluded.stdout.split("\t")[1].strip().split(", ")
+    assert len(excluded.stdout.split("\t")[1].split(", ")) == len(tags) - 1
+    typo = taglens("tag", image, *model, "--exclude", tag[1:])
     assert typo.returncode == 2 and f"the model has no tag named '{tag[1:]}'" in one_clean_line(typo)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
-from taglens.cli.options import FRACTION, Number, input_options, output_options, refuse_options_of_other_tasks, runtime_options
+from taglens.cli.options import (FRACTION, Number, input_options, output_options, refuse_options_of_other_tasks,
+                                 runtime_options)
 
 # Defaults repeated from taglens.tasks so that ``taglens --help`` never imports torch.
 DEFAULT_TASKS = "tag,nsfw"

@@ -35,7 +35,8 @@ class Summary:
         return self.total / max(time.perf_counter() - self.started, 1e-9)
 
     def line(self) -> str:
-        return f"{counted(self.total, 'image')}: {self.done} done, {counted(self.errors, 'error')}, {self.rate:.1f} images/s"
+        return (f"{counted(self.total, 'image')}: {self.done} done, {counted(self.errors, 'error')}, "
+                f"{self.rate:.1f} images/s")
 
 
 def engine_options(batch_size: int, workers: int | None, draft: bool, max_pixels: int, max_file_size: int,

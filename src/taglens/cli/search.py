@@ -54,10 +54,10 @@ def search(query: tuple[str, ...], images: tuple[str, ...], minus: tuple[str, ..
                           tags=tags, no_tags=no_tags, max_nsfw=max_nsfw, min_score=min_score, limit=limit)
     if not hits:
         ctx = click.get_current_context()
-        filters = [f"{flag(ctx, name)} {shlex.quote(value)}" for name, values in (("tags", tags), ("no_tags", no_tags))
-                   for value in values]
-        filters += [f"{flag(ctx, name)} {value:g}" for name, value in (("max_nsfw", max_nsfw), ("min_score", min_score))
-                    if value is not None]
+        filters = [f"{flag(ctx, name)} {shlex.quote(value)}"
+                   for name, values in (("tags", tags), ("no_tags", no_tags)) for value in values]
+        filters += [f"{flag(ctx, name)} {value:g}"
+                    for name, value in (("max_nsfw", max_nsfw), ("min_score", min_score)) if value is not None]
         click.echo("taglens search: no results" + (f" (with {', '.join(filters)})" if filters else ""), err=True)
     for hit in hits:
         if fmt == "jsonl":

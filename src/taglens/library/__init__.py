@@ -28,7 +28,8 @@ from taglens.library import db, imports, scan, upkeep, vectors
 from taglens.library import duplicates as dup
 from taglens.library import search as ranking
 from taglens.library.imports import ImportReport
-from taglens.library.models import LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded, tagger_tag_names
+from taglens.library.models import (LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded,
+                                    tagger_tag_names)
 from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
 from taglens.locations import is_uri
 from taglens.records import Record
@@ -368,7 +369,8 @@ class Library:
                                           "filters alone list files without scores")
             return self._filter_only(allowed, limit, tag_model, nsfw_model)
         if not any(w > 0 for w, _, _ in texts + images):
-            raise LibraryError("a search needs at least one text or image to look for, not only ones to push away from")
+            raise LibraryError("a search needs at least one text or image to look for, "
+                               "not only ones to push away from")
         parts = self._parts(texts, images)
         calibration = None
         if texts:

@@ -380,7 +380,8 @@ def describe_contents(conn: sqlite3.Connection, contents: Sequence[int], tag_mod
 
 def has_tag(conn: sqlite3.Connection, model: int, tag: str) -> bool:
     """Whether any image carries ``tag`` from ``model`` (one index lookup)."""
-    return conn.execute("SELECT 1 FROM tags WHERE tag = ? AND model = ? LIMIT 1", (tag, model)).fetchone() is not None
+    row = conn.execute("SELECT 1 FROM tags WHERE tag = ? AND model = ? LIMIT 1", (tag, model)).fetchone()
+    return row is not None
 
 
 def filtered_contents(conn: sqlite3.Connection, *, tags: Sequence[str] = (), no_tags: Sequence[str] = (),

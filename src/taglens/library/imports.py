@@ -54,8 +54,8 @@ class ImportReport:
 
     def line(self) -> str:
         return (f"{counted(self.rows, 'row')} from {counted(self.files, 'file')}: {self.stored} stored "
-                f"({counted(self.remote, 'URI')}), {counted(self.errors, 'error')} skipped, {self.absent} absent here, "
-                f"{self.changed} changed since analyzed ({self.seconds:.1f} s)")
+                f"({counted(self.remote, 'URI')}), {counted(self.errors, 'error')} skipped, "
+                f"{self.absent} absent here, {self.changed} changed since analyzed ({self.seconds:.1f} s)")
 
 
 @dataclass(frozen=True)
