@@ -82,7 +82,7 @@ def main() -> None:
         resolved = resolve_model(folder)
         models[task] = (flag, folder, ConstantJob(task, resolved.model_id, resolved.revision))
     t = time.perf_counter()
-    with Library.open(lib_dir) as lib:
+    with Library.open(lib_dir, create=True) as lib:
         report = lib.index([photos], [loaded(task, job) for task, (_, _, job) in models.items()],
                            options=EngineOptions(batch_size=64))
     print(f"first index: {report.line()} (in {time.perf_counter() - t:.1f} s)", flush=True)

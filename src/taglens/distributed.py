@@ -133,7 +133,7 @@ def analyze(
     folder = OutputFolder(output)
     before = folder.files()
     if before and not resume:
-        raise TaglensError(f"{output} already holds Parquet files; pass resume to add to them, "
+        raise TaglensError(f"{output} already holds Parquet files; resume the run (--resume) to add to them, "
                            "or choose an empty folder")
     plan = plan_for(models, request, options)
     done: set[str] = set()

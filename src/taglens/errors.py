@@ -1,7 +1,10 @@
 """The error types taglens raises.
 
-Library code raises these and never exits; only the command line turns them into exit codes.
-Every message names the thing that failed and says why in plain words.
+Library code raises these and never exits; only the command line turns them into exit codes:
+an `InvalidRequestError` (the values asked for cannot be used) exits 2 like any usage error, every
+other `TaglensError` exits 1; the HTTP service answers 422 for the former. Every message names the
+thing that failed and says why in plain words, and names no command-line flag (the HTTP service
+shows the same text).
 """
 
 from __future__ import annotations
@@ -9,6 +12,16 @@ from __future__ import annotations
 
 class TaglensError(Exception):
     """Base class of every error taglens raises on purpose."""
+
+
+class InvalidRequestError(TaglensError):
+    """What was asked for cannot be done as asked: an unknown task, tag or label, a template
+    without its placeholder, a value out of range. Running again with other values can succeed,
+    running again as it is cannot (the command line exits 2, as for any usage error)."""
+
+
+class UnknownTaskError(InvalidRequestError, ValueError):
+    """A task name that is not one of tag, classify, nsfw, embed."""
 
 
 class ImageDecodeError(TaglensError):
@@ -36,7 +49,7 @@ class CheckpointError(TaglensError):
     """A checkpoint folder is incomplete or does not fit the model family it was loaded as."""
 
 
-class TagSelectionError(TaglensError):
+class TagSelectionError(InvalidRequestError):
     """A tag selection is malformed (a threshold outside [0, 1], an unreadable thresholds or
     exclude file) or names tags the model does not have."""
 
@@ -50,7 +63,7 @@ class CaptionError(TaglensError):
     """A caption file could not be written (or read, to append to); the old one is intact."""
 
 
-class UnknownLabelError(TaglensError, ValueError):
+class UnknownLabelError(InvalidRequestError, ValueError):
     """A label asked for (e.g. ``--positive-label``) is not one of the checkpoint's labels."""
 
 
@@ -59,7 +72,7 @@ class QuarantineError(TaglensError):
     or its folder overlaps the inputs. Per-file problems are reported, not raised."""
 
 
-class LabelsError(TaglensError, ValueError):
+class LabelsError(InvalidRequestError, ValueError):
     """Zero-shot labels or templates that cannot be used (none given, empty, or a template
     without its ``{}`` placeholder)."""
 
@@ -76,6 +89,22 @@ class PromptTruncatedWarning(UserWarning):
 class LibraryError(TaglensError):
     """The library (its database or vector index) cannot do what was asked, e.g. search before
     anything was indexed, or a query naming an image that cannot be read."""
+
+
+class UnknownTagError(TagSelectionError):
+    """Tag names that the tagger (or, for a library search, the library's tagger) does not have.
+
+    ``unknown`` holds the names as given, in order; the message names them and the closest
+    known names.
+    """
+
+    def __init__(self, message: str, unknown: list[str]):
+        super().__init__(message)
+        self.unknown = unknown
+
+
+class NoLibraryError(LibraryError, InvalidRequestError):
+    """The library folder asked for holds no library (only indexing or importing creates one)."""
 
 
 class LibraryVersionError(LibraryError):

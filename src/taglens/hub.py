@@ -13,12 +13,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from taglens.errors import ModelNotFoundError, UnsafeCheckpointError
+from taglens.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
 
 # What a checkpoint folder needs: configs, safetensors weights, tokenizer and tag-list files.
 # Pickled weights (*.bin, *.pt, *.pth, *.ckpt) are never downloaded.
 HUB_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.csv")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+CHECKPOINT_FILES = ("a checkpoint folder, as the hub serves it, holds config.json and model.safetensors (or its "
+                    "model-0000N-of-0000M.safetensors shards), plus top_tags.txt for JoyTag, or "
+                    "preprocessor_config.json and the tokenizer files for SigLIP and CLIP")
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,17 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None, *, cach
         raise ModelNotFoundError(f"model {text!r} is a file; pass the folder that holds its config.json")
     if _looks_like_path(text):
         raise ModelNotFoundError(f"model folder {text!r} does not exist")
+    if "/" not in text:
+        raise ModelNotFoundError(f"model folder {text!r} does not exist (a hub id has the form org/name, "
+                                 "e.g. fancyfeast/joytag)")
     folder = _snapshot(text, revision, cache_dir)
     require_safetensors(folder, model_name=text)
     return ResolvedModel(folder, text, folder.name)
 
 
 def require_safetensors(folder: Path, model_name: str | None = None) -> None:
-    """Refuse a folder without ``*.safetensors`` weights, saying why when it holds pickles instead."""
+    """Refuse a folder without ``*.safetensors`` weights: `UnsafeCheckpointError` when it holds
+    pickles instead, else `CheckpointError` saying what a checkpoint folder holds."""
     name = model_name or str(folder)
     if any(folder.glob("*.safetensors")):
         return
@@ -64,9 +71,24 @@ def require_safetensors(folder: Path, model_name: str | None = None) -> None:
             "unpickling can run arbitrary code. Convert the checkpoint to model.safetensors first "
             "(for transformers models: from_pretrained(...).save_pretrained(dir, safe_serialization=True))."
         )
-    raise UnsafeCheckpointError(
-        f"{name}: no *.safetensors weights found; taglens loads safetensors only"
-    )
+    lacks = ([] if (folder / "config.json").is_file() else ["config.json"]) + ["*.safetensors weights"]
+    raise CheckpointError(f"{name} is not a checkpoint folder: it has no {' and no '.join(lacks)}; "
+                          f"{CHECKPOINT_FILES}")
+
+
+def cached_file(model_id: str, revision: str, filename: str) -> Path | None:
+    """``filename`` of a checkpoint recorded as (``model_id``, ``revision``) if it is on this
+    machine (in its folder, or in the hub cache: the network is never asked), else None."""
+    if Path(model_id).is_absolute():
+        path = Path(model_id) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(model_id, filename, revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -89,7 +111,8 @@ def _snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> Path
             f"could not fetch model {repo_id!r}{at} from the Hugging Face hub{offline}, and it is not in the "
             f"local cache {cache} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
             f"Either download it where there is network (`hf download {repo_id}`, then copy the cache here "
-            f"and point HF_HOME at it), or pass the checkpoint folder itself, e.g. --model /path/to/{repo_id.split('/')[-1]}"
+            f"and point HF_HOME at it), or give the checkpoint folder itself in place of the hub id, e.g. "
+            f"/path/to/{repo_id.split('/')[-1]}"
         ) from None
 
 

@@ -63,7 +63,7 @@ def match_labels(
         if len(folded) != 1:
             raise UnknownLabelError(
                 f"{model_id} has no label {name!r}; its labels are {', '.join(repr(x) for x in labels)} "
-                "(choose the positive one(s) with --positive-label)"
+                "(name the positive one or ones among them)"
             )
         indices.append(folded[0])
     return tuple(dict.fromkeys(indices))

@@ -31,6 +31,7 @@ from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, loa
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
 from taglens.runtime import CompiledForward, Placement
+from taglens.tagnames import TagNames
 
 DEFAULT_THRESHOLD = 0.4
 
@@ -46,7 +47,7 @@ class TagSelection:
     ``thresholds``: per-tag thresholds that replace the global one (see `read_thresholds`).
     ``top_k``: keep at most this many of the tags that pass, the highest scores first.
     ``exclude``: tag names never reported.
-    Names may be written with spaces instead of underscores (``long hair``).
+    Names may be written with spaces instead of underscores and in any case (``Long hair``).
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -86,30 +87,18 @@ class TagSelection:
         return hash((self.threshold, tuple(sorted(self.thresholds.items())), self.top_k, self.exclude))
 
     def resolve(self, tags: Sequence[str]) -> ResolvedSelection:
-        """Bind the names to a model's tag list; unknown names raise `TagSelectionError`."""
+        """Bind the names to a model's tag list (as `taglens.tagnames.TagNames` does: spaces for
+        underscores, any case); unknown names raise `UnknownTagError`, a `TagSelectionError`."""
+        names = TagNames(tags)
         index = {name: i for i, name in enumerate(tags)}
-        unknown: list[str] = []
-
-        def position(name: str) -> int | None:
-            for candidate in (name, name.strip().replace(" ", "_")):
-                if candidate in index:
-                    return index[candidate]
-            unknown.append(name)
-            return None
-
+        thresholds = list(self.thresholds.items())
+        excluded = sorted(self.exclude)
+        bound = names.resolve([name for name, _ in thresholds] + excluded)
         cutoffs = np.full(len(tags), self.threshold, dtype=np.float32)
-        for name, value in self.thresholds.items():
-            i = position(name)
-            if i is not None:
-                cutoffs[i] = value
-        for name in self.exclude:
-            i = position(name)
-            if i is not None:
-                cutoffs[i] = np.inf  # no score passes
-        if unknown:
-            shown = ", ".join(repr(n) for n in sorted(unknown)[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise TagSelectionError(f"the model has no tag named {shown}{more}")
+        for name, (_, value) in zip(bound, thresholds):
+            cutoffs[index[name]] = value
+        for name in bound[len(thresholds):]:
+            cutoffs[index[name]] = np.inf  # no score passes
         return ResolvedSelection(tuple(tags), cutoffs, self.top_k)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from taglens.engine import Job
-from taglens.errors import LabelsError, TaglensError
+from taglens.errors import LabelsError, UnknownTaskError
 
 if TYPE_CHECKING:
     from taglens.nsfw import NsfwDetector
@@ -39,7 +39,7 @@ def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [t.strip().lower() for t in items if t.strip()]
     unknown = sorted(set(names) - set(TASKS))
     if unknown or not names:
-        raise TaglensError(f"tasks must be a non-empty subset of {','.join(TASKS)}; got {','.join(names) or 'none'}"
+        raise UnknownTaskError(f"tasks must be a non-empty subset of {','.join(TASKS)}; got {','.join(names) or 'none'}"
                            + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     return tuple(t for t in TASKS if t in names)
 
@@ -60,7 +60,7 @@ class TaskRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
         if "classify" in self.tasks and not self.labels:
-            raise LabelsError("the classify task needs labels (--labels or --labels-file)")
+            raise LabelsError("the classify task needs labels")
 
 
 @dataclass

@@ -30,9 +30,12 @@ def folder(image_dir):
     return image_dir
 
 
-def model_args(checkpoints):
-    return ["--tagger", str(checkpoints["joytag"]), "--siglip", str(checkpoints["siglip64"]),
-            "--nsfw-model", str(checkpoints["vit"])]
+def model_args(checkpoints, tasks: str = "tag,classify,nsfw,embed"):
+    """The checkpoint flags of the tasks run (a flag for a task not run is a usage error)."""
+    run = set(tasks.split(","))
+    return (["--tagger", str(checkpoints["joytag"])] if "tag" in run else []) + (
+        ["--siglip", str(checkpoints["siglip64"])] if run & {"classify", "embed"} else []) + (
+        ["--nsfw-model", str(checkpoints["vit"])] if "nsfw" in run else [])
 
 
 def run_cli(*args):
@@ -100,7 +103,7 @@ def test_each_image_is_decoded_once_however_many_tasks(checkpoints, folder, monk
 
 
 def test_a_corrupt_file_gives_one_error_record_and_the_rest_complete(checkpoints, folder):
-    result = run_cli("analyze", folder, "--tasks", "tag,nsfw", *model_args(checkpoints), "-q")
+    result = run_cli("analyze", folder, "--tasks", "tag,nsfw", *model_args(checkpoints, "tag,nsfw"), "-q")
     records = jsonl(result.output)
     errors = [r for r in records if "error" in r]
     assert len(records) == 5 and len(errors) == 1 and errors[0]["path"].endswith("broken.jpg")
@@ -130,14 +133,14 @@ def test_parquet_output_has_every_field_and_the_error_row(checkpoints, folder, t
 
 def test_usage_errors(checkpoints, folder):
     assert run_cli("analyze", folder, "--tasks", "tag,wat").exit_code != 0
-    missing_labels = run_cli("analyze", folder, "--tasks", "classify", *model_args(checkpoints))
+    missing_labels = run_cli("analyze", folder, "--tasks", "classify", *model_args(checkpoints, "classify"))
     assert missing_labels.exit_code != 0 and "labels" in missing_labels.output
-    assert run_cli("analyze", folder, "--resume", *model_args(checkpoints)).exit_code == 2
-    assert run_cli("analyze", folder, "--tasks", "nsfw", "--captions", *model_args(checkpoints)).exit_code == 2
+    assert run_cli("analyze", folder, "--resume", *model_args(checkpoints, "tag,nsfw")).exit_code == 2
+    assert run_cli("analyze", folder, "--tasks", "nsfw", "--captions", *model_args(checkpoints, "nsfw")).exit_code == 2
 
 
 def test_captions_from_analyze(checkpoints, folder):
-    result = run_cli("analyze", folder, "--tasks", "tag,nsfw", *model_args(checkpoints), "--captions",
+    result = run_cli("analyze", folder, "--tasks", "tag,nsfw", *model_args(checkpoints, "tag,nsfw"), "--captions",
                      "--tag-top-k", "2", "-q")
     assert result.exit_code == 0
     caption = (folder / "a.txt").read_text()
@@ -160,7 +163,7 @@ def test_resume_after_kill_ends_with_each_image_exactly_once(checkpoints, tmp_pa
         photo(24 + i % 7, 20 + i % 5, seed=i).save(images / f"{i:03d}.png")
     (images / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "out.jsonl"
-    args = [images, "--tasks", "tag,nsfw", *model_args(checkpoints), "-o", out, "--resume", "-b", "1", "-q"]
+    args = [images, "--tasks", "tag,nsfw", *model_args(checkpoints, "tag,nsfw"), "-o", out, "--resume", "-b", "1", "-q"]
     child = start_analyze(args)
     deadline = time.time() + 120
     while time.time() < deadline and child.poll() is None:
@@ -193,7 +196,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def peak_rss_kb(checkpoints, image: Path, count: int, out: Path) -> int:
     listing = out.with_suffix(".txt")
     listing.write_text((str(image) + "\n") * count)
-    args = ["analyze", "-", "--tasks", "tag,nsfw", *model_args(checkpoints), "-o", str(out), "-b", "8", "-q"]
+    args = ["analyze", "-", "--tasks", "tag,nsfw", *model_args(checkpoints, "tag,nsfw"), "-o", str(out), "-b", "8", "-q"]
     with open(listing) as stdin:
         result = subprocess.run([sys.executable, "-c", MEASURE, *args], stdin=stdin, capture_output=True, text=True,
                                 env=dict(os.environ, PYTHONPATH=SRC), timeout=600)

@@ -88,7 +88,7 @@ def test_rgba_differs_from_the_pipeline_on_purpose(checkpoints, pipelines, tmp_p
     rgba.putalpha(Image.fromarray(alpha))
     path = tmp_path / "rgba.png"
     rgba.save(path)
-    ours = classify(str(path), "--model", str(checkpoints["clip"]), "-l", ",".join(LABELS), "-t", TEMPLATE)[0]
+    ours = classify(str(path), "--model", str(checkpoints["clip"]), "-l", ",".join(LABELS), "--template", TEMPLATE)[0]
     pipe = pipelines["clip"]
     composited = decode_image(path)
     assert composited.getpixel((0, 0)) == (255, 255, 255)
@@ -106,7 +106,7 @@ def test_exif_rotated_images_are_turned_upright(checkpoints, pipelines, tmp_path
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = tmp_path / "turned.jpg"
     stored.save(path, quality=95, exif=exif)
-    ours = classify(str(path), "--model", str(checkpoints["siglip64"]), "-l", ",".join(LABELS), "-t", TEMPLATE)[0]
+    ours = classify(str(path), "--model", str(checkpoints["siglip64"]), "-l", ",".join(LABELS), "--template", TEMPLATE)[0]
     pipe = pipelines["siglip64"]
     shown = decode_image(path)
     assert shown.size == (80, 50)
@@ -158,7 +158,7 @@ def test_errors_are_records_and_the_run_goes_on(checkpoints, images, tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records[1] == {"path": str(broken), "error": records[1]["error"]} and records[1]["error"]
     assert "labels" in records[0]
-    assert "1 errors" in result.stderr
+    assert "1 error" in result.stderr
     assert not list(tmp_path.glob(".*.part"))
 
     only_bad = CliRunner().invoke(cli, ["classify", "-q", str(broken), "-m", str(checkpoints["clip"]), "-l", "a cat"])
@@ -169,8 +169,8 @@ def test_usage_errors(checkpoints, images):
     runner = CliRunner()
     no_labels = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["clip"])])
     assert no_labels.exit_code == 2 and "no labels" in no_labels.output
-    bad_template = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["clip"]), "-l", "a", "-t", "x"])
-    assert bad_template.exit_code == 1 and "no '{}'" in bad_template.output
+    bad_template = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["clip"]), "-l", "a", "--template", "x"])
+    assert bad_template.exit_code == 2 and "no '{}'" in bad_template.output  # a usage error, as the issue asks
     not_siglip = runner.invoke(cli, ["classify", images[0], "-m", str(checkpoints["vit"]), "-l", "a"])
     assert not_siglip.exit_code == 1 and "not a SigLIP or CLIP" in not_siglip.output
 

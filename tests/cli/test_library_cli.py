@@ -80,14 +80,14 @@ def test_filters_and_duplicates(env):
     result = invoke("duplicates", "--format", "jsonl")
     groups = [json.loads(x) for x in result.stdout.splitlines()]
     assert [sorted(p.rsplit("/", 1)[1] for p in g["paths"]) for g in groups] == [["copy0.jpg", "img000.png"]]
-    assert result.stderr == "duplicates: cosine >= 0.95 (the default) on fake/model-embed embeddings: 1 groups\n"
+    assert result.stderr == "duplicates: cosine >= 0.95 (the default) on fake/model-embed embeddings: 1 group\n"
     text = invoke("duplicates", "--threshold", "0.9")
     assert text.stdout.startswith("# 2 images") and "cosine >= 0.9 (--threshold)" in text.stderr
     assert invoke("duplicates", "-q").stderr == ""
     all_paths = invoke("search", "--max-nsfw", "1", "--format", "paths", "--limit", 100).output.split()
     assert len(all_paths) == 6
-    none = invoke("search", "--max-nsfw", "0", "--format", "paths").output.split()
-    assert none == []
+    none = invoke("search", "--max-nsfw", "0", "--format", "paths")
+    assert none.stdout == "" and none.stderr == "taglens search: no results (with --max-nsfw 0)\n"
 
 
 def test_stats_verify_prune(env):
@@ -99,15 +99,16 @@ def test_stats_verify_prune(env):
     result = invoke("library", "verify")
     assert result.exit_code == 0 and result.output.strip().endswith("ok")
     (env["photos"] / "img000.png").unlink()
-    assert "1 files are gone" in invoke("library", "verify").output
+    assert "1 file is gone" in invoke("library", "verify").output
     dry = invoke("library", "prune", "--dry-run").output
-    assert "would remove 1 missing files, 1 unreferenced images" in dry
+    assert "would remove 1 missing file, 1 unreferenced image" in dry
     assert json.loads(invoke("library", "stats", "--json").output)["files"] == 5
-    assert "removed 1 missing files" in invoke("library", "prune").output
+    assert "removed 1 missing file" in invoke("library", "prune").output
     assert json.loads(invoke("library", "stats", "--json").output)["files"] == 4
 
 
 def test_errors_exit_cleanly(env):
+    assert invoke("index", env["photos"], "--tasks", "tag").exit_code == 0
     result = CliRunner().invoke(cli, ["search", "x"])
     assert result.exit_code == 1 and "no embeddings yet" in result.output
     empty = env["tmp"] / "empty"

@@ -57,7 +57,7 @@ def test_analyze_parquet_then_import_stores_what_index_stores(checkpoints, tmp_p
     assert out.exists(), result.output
     result = invoke("library", "import", out, "--library", tmp_path / "imported")
     assert result.exit_code == 0, result.output
-    assert "6 rows from 1 files: 5 stored (0 URIs), 1 errors skipped, 0 absent here, 0 changed" in result.output
+    assert "6 rows from 1 file: 5 stored (0 URIs), 1 error skipped, 0 absent here, 0 changed" in result.output
     assert invoke("index", photos, *flags, "--library", tmp_path / "indexed").exit_code == 0
     imported, indexed = dump(tmp_path / "imported"), dump(tmp_path / "indexed")
     assert len(imported) == 5 and imported.keys() == indexed.keys()
@@ -67,14 +67,14 @@ def test_analyze_parquet_then_import_stores_what_index_stores(checkpoints, tmp_p
 
     target = sorted(photos.glob("img*.png"))[2]
     hits = [json.loads(x) for x in invoke("search", "--image", target, "--library", tmp_path / "imported",
-                                          "-f", "jsonl", "-n", 3).output.splitlines()]
+                                          "-f", "jsonl", "--limit", 3).output.splitlines()]
     assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert hits[0]["tags"] and hits[0]["nsfw"]
     by_text = [invoke("search", "a cat", "--library", tmp_path / lib, "-f", "jsonl").output for lib in ("imported", "indexed")]
     assert by_text[0] == by_text[1] and len(by_text[0].splitlines()) == 5
     # the imported library is an index like any other: only the error row is left for index to try
     again = invoke("index", photos, *flags, "--library", tmp_path / "imported")
-    assert "6 files: 5 unchanged, 0 reused, 0 computed, 1 errors" in again.output
+    assert "6 files: 5 unchanged, 0 reused, 0 computed, 1 error" in again.output
 
 
 def embed_only_file(path, records, *, model=("fake/embed", "r1"), job="classify+embed", dim=8, metadata=None):
@@ -111,7 +111,7 @@ def test_errors_uris_absent_and_changed_rows(tmp_path):
     parquet = embed_only_file(tmp_path / "r.parquet", records)
     shutil.move(moved, tmp_path / "moved.png")
     picture(99).save(changed)  # other bytes since analyzed
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     report = lib.import_parquet([parquet])
     assert (report.rows, report.stored, report.remote, report.errors, report.absent, report.changed) == (6, 2, 1, 1, 2, 1)
     assert report.models == {"embed": ("fake/embed", "r1"), "tag": ("fake/tag", "t1"), "nsfw": ("fake/nsfw", "n1")}
@@ -136,7 +136,7 @@ def test_errors_uris_absent_and_changed_rows(tmp_path):
 def test_files_that_cannot_be_imported(tmp_path):
     photos = tmp_path / "photos"
     [one] = make_photos(photos, 1)
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     no_meta = embed_only_file(tmp_path / "m.parquet", [record_for(one, 1)], metadata={})
     with pytest.raises(LibraryError, match="names no model"):
         lib.import_parquet([no_meta])

@@ -59,7 +59,7 @@ def test_jsonl_records_equal_the_pipeline_with_errors_and_a_summary(checkpoints,
         assert nsfw["label"] == max(reference, key=reference.get)
         assert nsfw["flagged"] == (nsfw["scores"]["nsfw"] >= 0.5)
     flagged = sum(r["nsfw"]["flagged"] for r in good)
-    assert result.stderr.strip().splitlines()[-1].startswith(f"{len(paths)} files: {flagged} flagged, 1 errors")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{len(paths)} files: {flagged} flagged, 1 error")
 
 
 def test_csv_output_to_a_file_and_a_threshold(checkpoints, image_dir, tmp_path):

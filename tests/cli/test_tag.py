@@ -65,7 +65,7 @@ def test_jsonl_at_threshold_zero_gives_every_tag_with_the_reference_scores(check
         expected = expected_scores(Path(r["path"]).name)
         for t in r["tags"]:
             assert t["score"] == pytest.approx(expected[t["tag"]], abs=1e-6)
-    assert "3 done, 1 errors" in result.stderr
+    assert "3 done, 1 error" in result.stderr
 
 
 def test_default_threshold_keeps_the_reference_tags(checkpoints, images):
@@ -124,7 +124,7 @@ def test_selection_options(checkpoints, images, tmp_path):
 def test_unknown_tags_and_bad_values_are_clear_errors(checkpoints, images):
     model = ["-m", str(checkpoints["joytag"]), str(images)]
     result = tag(*model, "--exclude", "dgo")
-    assert result.exit_code == 1 and "no tag named 'dgo'" in result.stderr
+    assert result.exit_code == 2 and "no tag named 'dgo'" in result.stderr
     assert tag(*model, "--threshold", "1.5").exit_code == 2
     assert tag(*model, "--top-k", "0").exit_code == 2
     result = tag(*model, "--device", "tpu")
@@ -187,10 +187,10 @@ def test_existing_skip_overwrite_append(checkpoints, images):
     (images / "photo_70x50.txt").write_text("hand written\n")
     result = tag(*model)  # default: skip
     assert (images / "photo_70x50.txt").read_text() == "hand written\n"
-    assert "2 written, 1 skipped" in result.stderr and "2 done, 1 errors" in result.stderr  # not even decoded
+    assert "2 written, 1 skipped" in result.stderr and "2 done, 1 error" in result.stderr  # not even decoded
 
     again = tag(*model)  # only the broken file is tried again, and fails
-    assert again.exit_code == 0 and "captions: 3 skipped" in again.stderr and "0 done, 1 errors" in again.stderr
+    assert again.exit_code == 0 and "captions: 3 skipped" in again.stderr and "0 done, 1 error" in again.stderr
     (images / "broken.jpg").unlink()
     assert tag(*model).exit_code == 0  # nothing left to do is a success too
 

@@ -89,7 +89,7 @@ def first_run(ray_cluster, checkpoints, tmp_path_factory):
 
 def test_rows_equal_the_local_engines_records(first_run, checkpoints):
     assert first_run.result.exit_code == 0, first_run.result.output
-    assert "6 images: 5 done, 1 errors" in first_run.result.stderr
+    assert "6 images: 5 done, 1 error" in first_run.result.stderr
     paths = list(iter_image_paths([str(first_run.folder)]))
     want = local_records(checkpoints, paths)
     assert sorted(first_run.rows) == sorted(want) and len(paths) == 6
@@ -105,10 +105,10 @@ def test_library_import_of_the_output_folder_then_search(first_run, tmp_path):
     result = CliRunner().invoke(cli, ["library", "import", str(first_run.out), "--library", str(library)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "6 rows from" in result.stderr and "5 stored (0 URIs), 1 errors skipped" in result.stderr
+    assert "6 rows from" in result.stderr and "5 stored (0 URIs), 1 error skipped" in result.stderr
     target = first_run.folder / "sub" / "c.webp"
     found = CliRunner().invoke(cli, ["search", "--image", str(target), "--library", str(library), "-f", "jsonl",
-                                     "-n", "3"], catch_exceptions=False)
+                                     "--limit", "3"], catch_exceptions=False)
     hits = [json.loads(line) for line in found.stdout.splitlines()]
     assert hits[0]["path"] == str(target) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert [t["tag"] for t in hits[0]["tags"]] == [t.tag for t in first_run.rows[str(target)].tags]

@@ -60,7 +60,7 @@ def library(tmp_path_factory, models) -> dict[str, Any]:
     models_ = ModelSet(**models, device="cpu")
     detector = models_.load_nsfw()
     threshold = float(np.median([r.nsfw.scores["nsfw"] for r in detector(paths)]))
-    with Library.open(root / "lib") as lib:
+    with Library.open(root / "lib", create=True) as lib:
         report = lib.index([photos], [
             loaded("tag", models_.load_tagger().job(TagSelection(threshold=0.5))),
             loaded("nsfw", detector.job(threshold=threshold)),

@@ -118,3 +118,25 @@ def test_search_inspect_and_drop(page, live_server, library, tmp_path):
 
     assert page.outside == [], f"the page fetched from elsewhere: {page.outside}"
     assert page.problems == [], f"errors in the page: {page.problems}"
+
+
+def test_an_unknown_tag_filter_is_named_and_its_box_marked(page, live_server, tmp_path):
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("#status:has-text('Ready')")
+    page.fill("#q", "a red car")
+    page.click("#filters summary")
+    page.fill("#no-tags", "Lnog Hair")
+    page.click("#filters summary")  # closed again: the page opens it to show the marked box
+    page.press("#q", "Enter")
+    page.wait_for_selector("#status.error:has-text('Unknown tag')")
+    assert page.locator("#no-tags").is_visible()
+    text = page.inner_text("#status")
+    assert "“Lnog Hair”" in text and "did you mean 'long_hair'" in text, text
+    assert page.get_attribute("#no-tags", "aria-invalid") == "true"
+    assert page.get_attribute("#tags", "aria-invalid") is None
+    shot(page, tmp_path, "4-unknown-tag.png")
+    page.fill("#no-tags", "long hair")  # known, in any spelling: the search runs and the mark goes
+    page.press("#q", "Enter")
+    page.wait_for_selector("#status:has-text('results')")
+    assert page.get_attribute("#no-tags", "aria-invalid") is None
+    assert [p for p in page.problems if "422" not in p] == [], page.problems

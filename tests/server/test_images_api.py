@@ -183,6 +183,16 @@ def test_options_the_model_rejects_are_422(client, route, form, message):
     assert response.status_code == 422 and message in response.json()["detail"]
 
 
+def test_unknown_tag_names_are_listed_and_known_ones_match_in_any_spelling(client):
+    jpeg = files(("a.jpg", encoded(1), "image/jpeg"))
+    response = client.post("/v1/tag", files=jpeg, data={"exclude": "smlie,Long Hair"})
+    assert response.status_code == 422 and response.json()["unknown_tags"] == ["smlie"]
+    assert "(did you mean 'smile'?)" in response.json()["detail"]
+    tagged = client.post("/v1/tag", files=jpeg, data={"threshold": "0", "exclude": "Long Hair,SMILE"})
+    assert tagged.status_code == 200
+    assert {"long_hair", "smile"}.isdisjoint(t["tag"] for t in tagged.json()["results"][0]["tags"])
+
+
 def test_form_mistakes_are_422(client):
     jpeg = files(("a.jpg", encoded(1), "image/jpeg"))
     assert client.post("/v1/tag", files=jpeg, data={"thresholds": "no value"}).status_code == 422

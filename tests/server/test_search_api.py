@@ -139,10 +139,32 @@ def test_without_a_library_search_and_images_are_404(make_client):
 
 
 def test_a_library_that_cannot_answer_is_409(make_client, tmp_path):
-    Library.open(tmp_path / "empty").close()
+    Library.open(tmp_path / "empty", create=True).close()
     client = make_client(library=tmp_path / "empty")
     response = client.get("/v1/search", params={"q": "x"})
     assert response.status_code == 409 and "no embeddings yet" in response.json()["detail"]
     assert client.get("/v1/search", params={"tag": "x"}).status_code == 409
     assert client.post("/v1/search", json={"q": ["x"], "images": [{"data": base64.b64encode(encoded(1)).decode()}]}
                        ).status_code == 409
+
+
+def test_tag_filters_take_spaces_and_any_case_and_unknown_names_are_422_naming_them(client, lib):
+    from ..conftest import JOYTAG_TINY
+
+    carried = {t.tag for hit in lib.search(tags=(), max_nsfw=1.0, limit=100) for t in hit.tags}
+    spaced = sorted(t for t in carried if "_" in t and t.replace("_", "").isalpha())[0]
+    exact = client.get("/v1/search", params={"tag": spaced, "limit": 100}).json()["results"]
+    typed = client.get("/v1/search", params={"tag": spaced.replace("_", " ").title(), "limit": 100})
+    assert typed.status_code == 200 and typed.json()["results"] == exact and exact
+    # a tag of the tagger that no image carries is known: it filters nothing out
+    vocabulary = (JOYTAG_TINY / "top_tags.txt").read_text().split()
+    absent = next(t for t in vocabulary if t not in carried)
+    assert len(client.get("/v1/search", params={"no_tag": absent, "limit": 100}).json()["results"]) == 12
+    for params in ({"tag": "lnog_hair"}, {"q": "x", "no_tag": "lnog_hair"}):
+        response = client.get("/v1/search", params=params)
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["unknown_tags"] == ["lnog_hair"]
+        assert "has no tag named 'lnog_hair' (did you mean 'long_hair'?)" in body["detail"]
+    response = client.post("/v1/search", json={"q": ["x"], "tags": [spaced, "nope_nope"]})
+    assert response.status_code == 422 and response.json()["unknown_tags"] == ["nope_nope"]

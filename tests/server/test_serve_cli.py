@@ -80,3 +80,24 @@ def test_unsafe_or_broken_setups_stop_before_serving(launched, models, tmp_path,
 def test_help_has_an_example():
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "--max-batch-size" in result.output
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads(tmp_path):
+    import socket
+    import time
+
+    from ..cli.entry import one_clean_line, taglens
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        # a checkpoint that does not exist: had the models come first, that would be the error
+        result = taglens("serve", "--port", port, "--tagger", tmp_path / "no-such-checkpoint",
+                         env={"TAGLENS_LIBRARY": "", "XDG_DATA_HOME": str(tmp_path / "data")})
+    assert result.returncode == 1
+    assert one_clean_line(result) == (f"Error: cannot serve on 127.0.0.1:{port}: another program is listening there; "
+                                      "stop it or choose another --port")
+    assert result.stderr.count("\n") == 1 and "taglens serve: http" not in result.stderr
+    assert time.monotonic() - started < 30

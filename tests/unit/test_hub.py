@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taglens.errors import ModelNotFoundError, UnsafeCheckpointError
+from taglens.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
 from taglens.hub import resolve_model
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -41,15 +41,27 @@ def test_pickle_only_folder_is_refused(tmp_path):
         resolve_model(tmp_path)
 
 
-def test_folder_without_weights_is_refused(tmp_path):
+def test_a_folder_that_is_no_checkpoint_says_what_one_holds(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(UnsafeCheckpointError, match="no \\*.safetensors"):
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint folder: it has no \*.safetensors weights; "
+                                              r"a checkpoint folder.* holds config.json and model.safetensors"):
         resolve_model(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="it has no config.json and no \\*.safetensors weights;.*top_tags.txt"):
+        resolve_model(photos)
 
 
-def test_missing_folder_path(tmp_path):
+def test_missing_folder_path(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model(str(tmp_path / "nope" / "deeper"))
+    monkeypatch.chdir(tmp_path)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the hub"))
+    with pytest.raises(ModelNotFoundError, match=r"model folder 'nosuchdir' does not exist \(a hub id has the form org/name"):
+        resolve_model("nosuchdir")
     with pytest.raises(ModelNotFoundError, match="is a file"):
         (tmp_path / "f.txt").write_text("x")
         resolve_model(tmp_path / "f.txt")
@@ -77,7 +89,8 @@ def test_offline_hub_id_not_in_cache_says_what_to_do(tmp_path):
     message = result.stdout
     assert message.startswith("ModelNotFoundError")
     assert "'fancyfeast/joytag'" in message and "HF_HUB_OFFLINE" in message
-    assert "--model /path/to/joytag" in message and "hf download fancyfeast/joytag" in message
+    assert "/path/to/joytag" in message and "hf download fancyfeast/joytag" in message
+    assert "--" not in message  # the same text answers every command's own flag, and the HTTP service
 
 
 def fake_cache(hf_home: Path, repo: str, source: Path, commit: str) -> Path:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from taglens.errors import TagSelectionError
+from taglens.errors import TagSelectionError, UnknownTagError
 from taglens.models.joytag import load_tags
 from taglens.tagging import TagSelection, read_tag_list, read_thresholds, split_tags
+
+from taglens.tagnames import TagNames
 
 from ..conftest import JOYTAG_TINY
 
@@ -57,9 +59,17 @@ def test_exclude_wins_over_everything_and_accepts_spaces_for_underscores():
     assert [t for t, _ in kept(selection, [0.9, 0.8, 0.99, 0.7, 0.6])] == ["smile", "^_^", "photoshop_(medium)"]
 
 
-def test_unknown_names_are_an_error_naming_them():
-    with pytest.raises(TagSelectionError, match=r"no tag named 'catt', 'dgo'"):
+def test_names_match_with_spaces_for_underscores_and_in_any_case():
+    selection = TagSelection(0.0, thresholds={" Long  Hair ": 0.95}, exclude=frozenset({"CAT", "Photoshop (medium)"}))
+    assert [t for t, _ in kept(selection, [0.9, 0.8, 0.99, 0.7, 0.6])] == ["smile", "^_^"]
+    assert TagNames(["XD", "long_hair"]).resolve(["xd", "long hair", "long_hair"]) == ["XD", "long_hair", "long_hair"]
+    assert TagNames(["^_^", ":d"]).resolve(["^_^", ":D"]) == ["^_^", ":d"]
+
+
+def test_unknown_names_are_an_error_naming_them_and_the_closest_names():
+    with pytest.raises(UnknownTagError, match=r"no tags named 'catt' \(did you mean 'cat'\?\), 'dgo'$") as caught:
         TagSelection(exclude=frozenset({"dgo", "catt"})).resolve(TAGS)
+    assert caught.value.unknown == ["catt", "dgo"] and isinstance(caught.value, TagSelectionError)
     with pytest.raises(TagSelectionError, match="'nope'"):
         TagSelection(thresholds={"nope": 0.3}).resolve(TAGS)
 

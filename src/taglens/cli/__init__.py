@@ -5,30 +5,60 @@ Heavy imports (torch, transformers) happen inside commands, so ``taglens --help`
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from taglens import __version__
 from taglens.cli.commands import COMMANDS
-from taglens.errors import Interrupted, TaglensError
+from taglens.errors import Interrupted, InvalidRequestError, TaglensError
+
+# Exit statuses, the same for every command: 0 done (at least one image done, where there are
+# images; `taglens.cli.runner.exit_status`), 1 failed, 2 usage error (click's own, and every
+# InvalidRequestError, turned into one here), 130 interrupted (Ctrl-C; `taglens.cli.runner`
+# first says what was kept).
 
 
 class TaglensGroup(click.Group):
-    """Turns taglens's typed errors into a one-line message and exit status 1, and Ctrl-C into a
-    line saying what was kept (`taglens.errors.Interrupted`) and exit status 130."""
+    """Every command added here (and every subcommand of a group added here) turns taglens's typed
+    errors into one line: an `InvalidRequestError` becomes a usage error (exit 2, with the
+    command's usage line), any other `TaglensError` a failure (exit 1), and Ctrl-C a line
+    saying what was kept (`taglens.errors.Interrupted`) and exit status 130."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _translate_errors(cmd)
+        super().add_command(cmd, name)
+
+
+def _translate_errors(cmd: click.Command) -> None:
+    if cmd.callback is not None and not getattr(cmd.callback, "_taglens_errors", False):
+        cmd.callback = _one_line_errors(cmd.callback)
+    for sub in getattr(cmd, "commands", {}).values():
+        _translate_errors(sub)
+
+
+def _one_line_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
+    # runs inside click's Context.invoke, which attaches the command's context to a UsageError
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return super().invoke(ctx)
-        except TaglensError as exc:
-            raise click.ClickException(str(exc)) from None
+            return callback(*args, **kwargs)
         except Interrupted as exc:
             click.echo(str(exc), err=True)
-            ctx.exit(130)
+            click.get_current_context().exit(130)
         except KeyboardInterrupt:
             click.echo("taglens: interrupted", err=True)
-            ctx.exit(130)
+            click.get_current_context().exit(130)
+        except InvalidRequestError as exc:
+            raise click.UsageError(str(exc)) from None
+        except TaglensError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    run._taglens_errors = True  # type: ignore[attr-defined]
+    return run
 
 
 @click.group(cls=TaglensGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

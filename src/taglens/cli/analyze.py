@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
-from taglens.cli.options import input_options, output_options, runtime_options
+from taglens.cli.options import (FRACTION, Number, input_options, output_options, refuse_options_of_other_tasks,
+                                 runtime_options)
 
 # Defaults repeated from taglens.tasks so that ``taglens --help`` never imports torch.
 DEFAULT_TASKS = "tag,nsfw"
@@ -21,6 +22,13 @@ DEFAULT_TAGGER = "fancyfeast/joytag"
 DEFAULT_SIGLIP = "google/siglip-so400m-patch14-224"
 DEFAULT_NSFW = "Falconsai/nsfw_image_detection"
 DEFAULT_TEMPLATE = "This is a photo of {}."
+# which task uses each task-specific option (the others are refused when their task is not run)
+TASK_OPTIONS = {
+    **dict.fromkeys(("tagger", "tag_threshold", "thresholds_file", "tag_top_k", "exclude"), ("tag",)),
+    "siglip": ("classify", "embed"),
+    **dict.fromkeys(("labels", "labels_file", "templates", "label_threshold", "label_top_k"), ("classify",)),
+    **dict.fromkeys(("nsfw_model", "nsfw_threshold", "positive_label"), ("nsfw",)),
+}
 
 
 @click.command("analyze")
@@ -32,7 +40,7 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
               help="SigLIP / SigLIP 2 / CLIP checkpoint for classify and embed: hub id or folder.")
 @click.option("--nsfw-model", default=DEFAULT_NSFW, show_default=True,
               help="Image classifier for nsfw: hub id or folder.")
-@click.option("--tag-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+@click.option("--tag-threshold", type=FRACTION, default=0.4, show_default=True,
               help="tag: keep tags whose score is strictly greater than this.")
 @click.option("--thresholds-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="tag: CSV of 'tag,threshold' rows that replace --tag-threshold for those tags.")
@@ -42,12 +50,12 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
               help="classify: comma-separated labels; repeat the flag to add more.")
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="classify: a UTF-8 file with one label per line.")
-@click.option("--template", "-t", "templates", multiple=True, metavar="TEXT",
+@click.option("--template", "templates", multiple=True, metavar="TEXT",
               help=f"classify: prompt with '{{}}' for the label [default: '{DEFAULT_TEMPLATE}']; repeat to ensemble.")
-@click.option("--label-threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--label-threshold", type=FRACTION, default=None,
               help="classify: keep labels whose score is at least this.")
 @click.option("--label-top-k", type=click.IntRange(min=1), default=None, help="classify: keep the k best labels.")
-@click.option("--nsfw-threshold", type=float, default=0.5, show_default=True,
+@click.option("--nsfw-threshold", type=FRACTION, default=0.5, show_default=True,
               help="nsfw: flag an image when a positive label's score is at or above this.")
 @click.option("--positive-label", default="nsfw", show_default=True,
               help="nsfw: the label(s) that count as NSFW, comma-separated.")
@@ -62,10 +70,10 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
 @caption_options
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process. ray: a Ray Data job (CPU tasks decode, one model actor per GPU) "
-                   "writing Parquet files into --output DIR; see docs/distributed.md.")
+                   "writing Parquet files into --output DIR.")
 @click.option("--address", default=None,
               help="ray: the cluster to join (auto, ray://HEAD:10001); default RAY_ADDRESS, else a local Ray instance.")
-@click.option("--num-gpus", type=click.FloatRange(min=0), default=None,
+@click.option("--num-gpus", type=Number(min=0), default=None,
               help="ray: GPUs per model actor [default: 1 when the cluster has GPUs, else 0].")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="ray: number of model actors [default: one per GPU, else half the cluster's CPUs].")
@@ -100,6 +108,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
                                          "escape_parens", "prefix", "existing")}
     runtime = rest
     task_names = parse_tasks(tasks)
+    refuse_options_of_other_tasks(ctx, task_names, TASK_OPTIONS)
     if engine == "ray":
         check_ray_usage(ctx, output, fmt, caption, runtime)
     elif address is not None or num_gpus is not None or concurrency is not None:
@@ -161,6 +170,7 @@ def check_ray_usage(ctx: click.Context, output: str | None, fmt: str | None, cap
 def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: Any, output: str, options: Any,
                ray_options: Any, *, resume: bool, quiet: bool) -> int:
     """`taglens.distributed.analyze`, its summary on stderr; the exit status."""
+    from taglens.counts import counted
     from taglens.distributed import analyze as analyze_on_ray
 
     run = analyze_on_ray(paths, request, models, output, options=options, ray_options=ray_options,
@@ -169,8 +179,8 @@ def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: An
     if not quiet:
         rate = total / max(run.seconds, 1e-9)
         skipped = f", {run.skipped} already in {output}" if run.skipped else ""
-        click.echo(f"{total} images: {run.done} done, {run.errors} errors{skipped}, {rate:.1f} images/s "
-                   f"({len(run.files)} Parquet files written to {output})", err=True)
+        click.echo(f"{counted(total, 'image')}: {run.done} done, {counted(run.errors, 'error')}{skipped}, "
+                   f"{rate:.1f} images/s ({counted(len(run.files), 'Parquet file')} written to {output})", err=True)
     if total == 0 and not run.skipped:
         click.echo("taglens: no images found", err=True)
         return 1

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from taglens.captions import EXISTING_MODES
-from taglens.cli.options import stack
+from taglens.cli.options import flag, given, stack
 from taglens.records import Record
 
 CAPTION_ONLY = ("caption_ext", "replace_underscores", "escape_parens", "prefix", "existing")
@@ -39,9 +39,9 @@ def caption_writer(ctx: click.Context, paths: tuple[str, ...], captions: bool, c
     from taglens.captions import CaptionOptions, CaptionWriter
 
     if not (captions or caption_dir is not None):
-        given = [n for n in CAPTION_ONLY if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} only applies with --captions")
+        for name in CAPTION_ONLY:
+            if given(ctx, name):
+                raise click.UsageError(f"{flag(ctx, name)} only applies with --captions")
         return None
     try:
         options = CaptionOptions(caption_ext, caption_dir, replace_underscores, escape_parens, prefix, existing)

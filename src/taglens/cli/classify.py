@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taglens.cli.options import input_options, output_options, runtime_options
+from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
 from taglens.errors import PromptTruncatedWarning
 from taglens.sinks import CsvSink, JsonlSink, open_text_output
@@ -34,10 +34,10 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Comma-separated labels; repeat the flag to add more.")
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A UTF-8 file with one label per line (blank lines skipped); labels may hold commas here.")
-@click.option("--template", "-t", "templates", multiple=True, metavar="TEXT",
+@click.option("--template", "templates", multiple=True, metavar="TEXT",
               help=f"Prompt with '{{}}' where the label goes [default: '{DEFAULT_TEMPLATE}']. Repeat to "
                    "average several templates (prompt ensembling).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", "-t", type=FRACTION, default=None,
               help="Keep only labels whose score is at least this.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k best labels.")
 @model_options

@@ -7,13 +7,15 @@ import json
 import click
 
 from taglens.cli.library import library_option, open_library
+from taglens.cli.options import Number
+from taglens.counts import counted
 from taglens.library.duplicates import DEFAULT_THRESHOLD
 
 
 @click.command("duplicates")
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+@click.option("--threshold", type=Number(-1, 1), default=None,
               help=f"Embedding cosine at or above which two images count as near-duplicates [default: "
-                   f"{DEFAULT_THRESHOLD}, provisional: see docs/library.md].")
+                   f"{DEFAULT_THRESHOLD}, provisional until measured on a trained checkpoint].")
 @click.option("--format", "-f", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: one group per block, blank line between; jsonl: {\"paths\": [...], \"similarity\": ...}.")
 @library_option
@@ -34,14 +36,14 @@ def duplicates(threshold: float | None, fmt: str, library_dir: str | None, quiet
         model = lib.embed_model()
     if not quiet:
         how = "the default" if threshold is None else "--threshold"
-        click.echo(f"duplicates: cosine >= {chosen:g} ({how}) on {model['model_id']} embeddings: {len(groups)} groups",
-                   err=True)
+        click.echo(f"duplicates: cosine >= {chosen:g} ({how}) on {model['model_id']} embeddings: "
+                   f"{counted(len(groups), 'group')}", err=True)
     for i, group in enumerate(groups):
         if fmt == "jsonl":
             click.echo(json.dumps(group.to_json(), ensure_ascii=False))
         else:
             if i:
                 click.echo("")
-            click.echo(f"# {len(group.paths)} images, similarity >= {group.similarity:.4f}")
+            click.echo(f"# {counted(len(group.paths), 'image')}, similarity >= {group.similarity:.4f}")
             for path in group.paths:
                 click.echo(path)

@@ -7,9 +7,10 @@ import sys
 import click
 
 from taglens.cli.library import library_option, open_library
-from taglens.cli.options import runtime_options
+from taglens.cli.options import FRACTION, refuse_options_of_other_tasks, runtime_options
 
 TASKS = ("tag", "nsfw", "embed")
+TASK_OPTIONS = {"tagger": ("tag",), "tag_threshold": ("tag",), "siglip": ("embed",), "nsfw_model": ("nsfw",)}
 
 
 def _tasks(value: str) -> tuple[str, ...]:
@@ -36,12 +37,13 @@ def _tasks(value: str) -> tuple[str, ...]:
 @click.option("--nsfw-model", default=None,
               help="Image classifier for NSFW scores (default: the library's current one, else "
                    "Falconsai/nsfw_image_detection).")
-@click.option("--tag-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+@click.option("--tag-threshold", type=FRACTION, default=0.4, show_default=True,
               help="Keep tags scoring above this.")
 @click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
 @runtime_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
-def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, tasks: str, tagger: str | None,
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_dir: str | None, tasks: str, tagger: str | None,
           siglip: str | None, nsfw_model: str | None, tag_threshold: float, retry_errors: bool, device: str, dtype: str, quiet: bool,
           **runtime) -> None:
     """Index images under PATH... into the library, computing only what is new or changed.
@@ -59,12 +61,14 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
     """
     from tqdm import tqdm
 
-    from taglens.cli.runner import engine_options, report_failure
+    from taglens.cli.runner import Summary, engine_options, exit_status, report_failure
     from taglens.library import models as library_models
 
     chosen = _tasks(tasks)
+    refuse_options_of_other_tasks(ctx, chosen, TASK_OPTIONS)
     options = engine_options(**runtime)
-    # counts only images that go through the models; unchanged ones are not worth a tick
+    # counts only images that go through the models (its total known once the folders are compared
+    # with the library, so it shows an ETA); unchanged ones are not worth a tick
     bar = tqdm(unit="img", desc="computing", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
                dynamic_ncols=True)
 
@@ -73,8 +77,12 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
             report_failure(record)
         bar.update(1)
 
+    def on_total(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
     try:
-        with open_library(library_dir) as lib:
+        with open_library(library_dir, create=True) as lib:
             # without a flag, keep the checkpoint the library already uses (switching re-embeds everything)
             current = lib.current_models()
             picked = {task: flag or current.get(task) or default for task, flag, default in (
@@ -85,11 +93,12 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
                 nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
                 tag_threshold=tag_threshold)
             report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
-                               on_record=on_record)
+                               on_record=on_record, on_total=on_total)
     finally:
         bar.close()
     if not quiet:
         click.echo(report.line(), err=True)
-    if report.seen == 0:
-        click.echo("taglens: no images found", err=True)
-        sys.exit(1)
+        if report.failed_before and not retry_errors:
+            click.echo("taglens: files that failed before are not tried again unless changed; "
+                       "--retry-errors tries them now", err=True)
+    sys.exit(exit_status(Summary(done=report.ok, errors=report.seen - report.ok)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from taglens.cli.options import stack
+from taglens.counts import counted
 
 library_option = stack(
     click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, envvar="TAGLENS_LIBRARY",
@@ -18,10 +19,12 @@ library_option = stack(
 )
 
 
-def open_library(library_dir: str | None, **kwargs):
+def open_library(library_dir: str | None, *, create: bool = False, **kwargs):
+    """The library at ``--library`` (else the default folder). Only ``create`` (index, import) makes
+    one; every other command refuses a folder without one and leaves it as it was."""
     from taglens.library import Library
 
-    return Library.open(library_dir, **kwargs)
+    return Library.open(library_dir, create=create, **kwargs)
 
 
 @click.group("library")
@@ -54,13 +57,13 @@ def stats(library_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"library      {out['library']} (schema {out['schema_version']}, "
                f"{out['database_bytes'] / 1e6:.1f} MB)")
-    remote = f", {out['remote']} URIs" if out.get("remote") else ""
-    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {out['errors']} errors{remote})")
+    remote = f", {counted(out['remote'], 'URI')}" if out.get("remote") else ""
+    click.echo(f"files        {out['files']} ({out['indexed']} indexed, {counted(out['errors'], 'error')}{remote})")
     click.echo(f"images       {out['images']} distinct")
     for m in out["models"]:
         mark = "*" if m["current"] else " "
         failed = f", {m['failed']} failed (the next index tries again)" if m.get("failed") else ""
-        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {m['results']} results{failed}")
+        click.echo(f"{mark} {m['task']:<6}   {m['model_id']}@{m['revision']}: {counted(m['results'], 'result')}{failed}")
     if "vector_index" in out:
         v = out["vector_index"]
         click.echo(f"vectors      {v['state']}, {v['kind'] or '-'}, {v['count'] or 0} x {v['dim']}, "
@@ -86,7 +89,7 @@ def verify(library_dir: str | None, no_files: bool) -> None:
         click.echo(f"note: {note}")
     for problem in report.problems:
         click.echo(f"problem: {problem}")
-    click.echo("ok" if report.ok else f"{len(report.problems)} problems")
+    click.echo("ok" if report.ok else counted(len(report.problems), "problem"))
     if not report.ok:
         raise SystemExit(1)
 
@@ -129,7 +132,7 @@ def import_(files: tuple[str, ...], library_dir: str | None, quiet: bool) -> Non
     parquet = [p for f in files for p in (sorted(Path(f).glob("*.parquet")) if Path(f).is_dir() else [Path(f)])]
     if not parquet:
         raise click.UsageError(f"no .parquet files in {', '.join(files)}")
-    with open_library(library_dir) as lib:
+    with open_library(library_dir, create=True) as lib:
         report = lib.import_parquet(parquet)
     if not quiet:
         click.echo(report.line(), err=True)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import click
 
-from taglens.cli.options import input_options, output_options, runtime_options
+from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
 from taglens.cli.runner import Summary, engine_options, exit_status, run_to_sink
+from taglens.counts import counted
 from taglens.records import Record
 
 # Defaults repeated here (not imported) so ``taglens --help`` never imports torch.
@@ -29,7 +30,7 @@ class NsfwSummary(Summary):
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
-        text = f"{self.total} files: {self.flagged} flagged, {self.errors} errors ({self.rate:.1f} images/s)"
+        text = f"{counted(self.total, 'file')}: {self.flagged} flagged, {counted(self.errors, 'error')} ({self.rate:.1f} images/s)"
         if self.action:
             parts = [f"{self.outcomes.get(self.action, 0)} {self.action} to {self.folder}"]
             parts += [f"{n} {status}" for status, n in sorted(self.outcomes.items()) if status != self.action]
@@ -40,9 +41,10 @@ class NsfwSummary(Summary):
 @click.command("nsfw")
 @input_options
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
-              help="Any transformers image classifier: a hub id or a checkpoint folder (docs/models.md).")
+              help="Any transformers image classifier (ViT, DeiT, BEiT, ConvNeXt, Swin, ...): a hub id or a "
+                   "checkpoint folder.")
 @click.option("--revision", default=None, help="Hub revision (commit, branch or tag) of --model.")
-@click.option("--threshold", "-t", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+@click.option("--threshold", "-t", type=FRACTION, default=DEFAULT_THRESHOLD, show_default=True,
               help="Flag an image when a positive label's score is at or above this (>=).")
 @click.option("--positive-label", "-p", default="nsfw", show_default=True,
               help="The label(s) that count as NSFW, comma-separated (e.g. porn,hentai,sexy); "

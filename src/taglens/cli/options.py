@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,54 @@ import click
 from taglens.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 F = Callable[..., Any]
+
+
+class Number(click.FloatRange):
+    """A float option checked when the command line is read: a real number (not nan or inf)
+    within [min, max]. Every float option uses it (tests/cli/test_options.py checks), so an
+    out-of-range value is a usage error naming the option, never a traceback later."""
+
+    def __init__(self, min: float | None = None, max: float | None = None):
+        super().__init__(min, max)
+        if min is None and max is None:
+            self.name = "float"  # any finite number: no "RANGE" in the help
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+FRACTION = Number(0, 1)  # a probability, or a threshold on one
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was set by the user (command line or environment), not defaulted."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def flag(ctx: click.Context, name: str) -> str:
+    """The option's long flag as the user types it (``tag_top_k`` -> ``--tag-top-k``)."""
+    for param in ctx.command.params:
+        if param.name == name:
+            return max(param.opts, key=len)
+    return "--" + name.replace("_", "-")
+
+
+def refuse_options_of_other_tasks(ctx: click.Context, tasks: tuple[str, ...], owners: dict[str, tuple[str, ...]]
+                                  ) -> None:
+    """An option given for a task the run does not do is a usage error, never silently ignored.
+    ``owners``: option name -> the tasks that use it."""
+    for name, users in owners.items():
+        if given(ctx, name) and not set(users) & set(tasks):
+            raise click.UsageError(f"{flag(ctx, name)} is for the {' or '.join(users)} task, which "
+                                   f"--tasks {','.join(tasks)} does not run")
 
 
 def stack(*decorators: F) -> F:
@@ -39,14 +88,15 @@ runtime_options = stack(
     click.option("--workers", type=click.IntRange(min=1), default=None,
                  help="Decode threads (default: min(4, CPU count))."),
     click.option("--draft/--no-draft", default=True, show_default=True,
-                 help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md)."),
+                 help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
+                      "and moves the model inputs slightly."),
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images with more pixels (decompression bombs)."),
     click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
                  help="Refuse files larger than this many bytes."),
     click.option("--compile", "compile_models", is_flag=True,
                  help="Compile the models with torch.compile: faster per image after ~30 s of compiling "
-                      "per model; worth it for long runs (docs/analyze.md)."),
+                      "per model; worth it for long runs."),
 )
 
 

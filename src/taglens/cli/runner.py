@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from taglens.counts import counted
 from taglens.engine import EngineOptions, Job, run
 from taglens.errors import Interrupted
 from taglens.images import DecodeOptions
@@ -54,12 +55,8 @@ class Summary:
     def line(self) -> str:
         partial = f", {self.partial} partial" if self.partial else ""
         skipped = f" ({self.skipped} skipped: already done)" if self.skipped else ""
-        return (f"{plural(self.total, 'image')}: {self.done} done{partial}, {self.errors} errors, "
+        return (f"{counted(self.total, 'image')}: {self.done} done{partial}, {counted(self.errors, 'error')}, "
                 f"{self.rate:.1f} images/s{skipped}")
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def engine_options(batch_size: int, workers: int | None, draft: bool, max_pixels: int, max_file_size: int,
@@ -134,7 +131,7 @@ def report_failure(record: Record) -> None:
 
 def interrupted_message(summary: Summary, target: Target | None, kept: Path | None, resumable: bool) -> str:
     """What an interrupted run kept, and how to go on from there."""
-    head = f"taglens: interrupted after {plural(summary.total, 'image')}"
+    head = f"taglens: interrupted after {counted(summary.total, 'image')}"
     if target is None or kept is None:
         return f"{head} (their records went to stdout)"
     if isinstance(target, AppendFile):

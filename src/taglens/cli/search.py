@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import click
 
 from taglens.cli.library import library_option, open_library
+from taglens.cli.options import FRACTION, Number, flag
 
 
 @click.command("search")
 @click.argument("query", nargs=-1, metavar="[TEXT]...")
 @click.option("--image", "-i", "images", multiple=True, metavar="PATH",
               help="Find images like this one (repeatable). Score: cosine similarity.")
-@click.option("--minus", "-m", "minus", multiple=True, metavar="TEXT", help="Push away from this text (repeatable).")
+@click.option("--minus", "minus", multiple=True, metavar="TEXT", help="Push away from this text (repeatable).")
 @click.option("--minus-image", "minus_images", multiple=True, metavar="PATH",
               help="Push away from this image (repeatable).")
-@click.option("--tag", "-t", "tags", multiple=True, help="Only images with this tag (repeatable: all of them).")
+@click.option("--tag", "tags", multiple=True, help="Only images with this tag (repeatable: all of them).")
 @click.option("--no-tag", "no_tags", multiple=True, help="Only images without this tag (repeatable).")
-@click.option("--max-nsfw", type=click.FloatRange(0, 1), default=None,
+@click.option("--max-nsfw", type=FRACTION, default=None,
               help="Only images whose NSFW probability is at most this.")
-@click.option("--min-score", type=float, default=None,
+@click.option("--min-score", type=Number(), default=None,
               help="Only results scoring at least this (text on SigLIP: a probability).")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="How many results.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many results.")
 @click.option("--format", "-f", "fmt", type=click.Choice(["table", "jsonl", "paths"]), default="table",
               show_default=True, help="table: score, path, tags; jsonl: one JSON object per result; "
                                       "paths: paths only.")
@@ -50,6 +52,13 @@ def search(query: tuple[str, ...], images: tuple[str, ...], minus: tuple[str, ..
     with open_library(library_dir, device=device, dtype=dtype) as lib:
         hits = lib.search(list(query), image=list(images), minus=list(minus), minus_image=list(minus_images),
                           tags=tags, no_tags=no_tags, max_nsfw=max_nsfw, min_score=min_score, limit=limit)
+    if not hits:
+        ctx = click.get_current_context()
+        filters = [f"{flag(ctx, name)} {shlex.quote(value)}"
+                   for name, values in (("tags", tags), ("no_tags", no_tags)) for value in values]
+        filters += [f"{flag(ctx, name)} {value:g}"
+                    for name, value in (("max_nsfw", max_nsfw), ("min_score", min_score)) if value is not None]
+        click.echo("taglens search: no results" + (f" (with {', '.join(filters)})" if filters else ""), err=True)
     for hit in hits:
         if fmt == "jsonl":
             click.echo(json.dumps(hit.to_json(), ensure_ascii=False))

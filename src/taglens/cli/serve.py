@@ -1,16 +1,21 @@
 """``taglens serve``: the HTTP API and web page (FastAPI on uvicorn; see docs/server.md).
 
 A thin use of `taglens.server.create_app`: the flags become `taglens.server.Settings` (validated
-before anything loads), the checkpoints are checked to exist, then uvicorn runs the app.
+before anything loads), the port is checked to be free and the checkpoints to exist, then uvicorn
+runs the app.
 """
 
 from __future__ import annotations
 
+import errno
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import click
 
+from taglens.cli.options import Number
 from taglens.images import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
@@ -40,26 +45,27 @@ MiB = 1024 * 1024
               help="Allow binding to a non-loopback interface without an API key.")
 @click.option("--max-batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Most images per model batch, gathered across concurrent requests.")
-@click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True,
+@click.option("--max-wait-ms", type=Number(0, 10_000), default=5.0, show_default=True,
               help="Longest a batch waits for more images after its first one arrived.")
 @click.option("--queue-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Most images admitted at once; beyond it requests get 503 with Retry-After.")
 @click.option("--max-images", "max_images_per_request", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Most images in one request (413 beyond).")
+              help="Most images in one request (422 beyond).")
 @click.option("--max-request-size", "max_request_bytes", type=click.IntRange(min=1024), default=64 * MiB,
               show_default=True, help="Largest request body in bytes (413 beyond).")
 @click.option("--max-image-size", "max_image_bytes", type=click.IntRange(min=1), default=32 * MiB,
               show_default=True, help="Largest image in bytes (413 for an upload, an error record for a path).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images with more pixels (decompression bombs).")
-@click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(min=0.001), default=60.0,
+@click.option("--request-timeout", "request_timeout_s", type=Number(min=0.001), default=60.0,
               show_default=True, help="Seconds a request's images may take once admitted (504 beyond).")
-@click.option("--body-timeout", "body_timeout_s", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+@click.option("--body-timeout", "body_timeout_s", type=Number(min=0.001), default=30.0, show_default=True,
               help="Seconds a client has to send its request body (408 beyond).")
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
               help="Decode threads (default: min(4, CPU count)).")
 @click.option("--draft/--no-draft", default=True, show_default=True,
-              help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md).")
+              help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
+                   "and moves the model inputs slightly.")
 @click.option("--allow-path", "allow_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A folder whose files JSON requests may name by path (repeatable; none by default).")
 @click.option("--cors-origin", "cors_origins", multiple=True,
@@ -101,8 +107,9 @@ def serve(library_dir: str | None, log_level: str, allow_paths: tuple[str, ...],
     try:
         settings = Settings(library=library, allow_paths=allow_paths, cors_origins=cors_origins, **extra, **options)
     except ValidationError as exc:
-        raise click.UsageError("; ".join(_message(e) for e in exc.errors())) from None
-    # fail here, with one line, rather than inside uvicorn's startup
+        raise click.UsageError("; ".join(_message(e, _flags()) for e in exc.errors())) from None
+    # fail here, with one line, rather than inside uvicorn's startup after every model loaded
+    _check_port(settings.host, settings.port)
     current = _library_models(settings.library)
     _check_checkpoints(choose_checkpoints(settings, current))
     url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -140,8 +147,32 @@ def _check_checkpoints(chosen: dict[str, str]) -> None:
         resolve_model(model)  # raises ModelNotFoundError / UnsafeCheckpointError with a clear message
 
 
-def _message(error: dict[str, Any]) -> str:
+def _check_port(host: str, port: int) -> None:
+    """Bind the address as uvicorn will (with SO_REUSEADDR, which only a socket listening there
+    blocks), then let it go: a port in use is one line, before any model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(f"cannot serve on {host}:{port}: another program is listening there; "
+                                           "stop it or choose another --port") from None
+            raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _flags() -> dict[str, str]:
+    """Settings field -> the serve flag that sets it (``max_images_per_request`` -> ``--max-images``)."""
+    flags = {p.name: p.opts[0] for p in serve.params if p.name and p.opts}
+    flags["library"] = flags.pop("library_dir")
+    return flags
+
+
+def _message(error: dict[str, Any], flags: dict[str, str]) -> str:
+    """One validation error in the serve command's words: fields named by their flags."""
     where = ".".join(str(part) for part in error.get("loc", ()))
     text = str(error.get("msg", "")).removeprefix("Value error, ")
-    return f"{where.replace('_', '-')}: {text}" if where else text
+    text = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: flags.get(m.group(0), m.group(0)), text)
+    return f"{flags.get(where, '--' + where.replace('_', '-'))}: {text}" if where else text
 

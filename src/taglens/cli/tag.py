@@ -9,7 +9,7 @@ from typing import IO, Any
 import click
 
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
-from taglens.cli.options import input_options, output_options, runtime_options
+from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
 from taglens.records import Record
 
 DEFAULT_MODEL = "fancyfeast/joytag"  # taglens.models.joytag.HUB_ID, without importing torch here
@@ -20,7 +20,7 @@ DEFAULT_MODEL = "fancyfeast/joytag"  # taglens.models.joytag.HUB_ID, without imp
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
               help="Hub id or folder with config.json, model.safetensors and top_tags.txt.")
 @click.option("--revision", default=None, help="Hub revision (commit, branch or tag) to pin.")
-@click.option("--threshold", "-t", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+@click.option("--threshold", "-t", type=FRACTION, default=0.4, show_default=True,
               help="Keep tags whose score is strictly greater than this.")
 @click.option("--thresholds-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV of 'tag,threshold' rows that replace --threshold for those tags.")

@@ -1,6 +1,6 @@
 """The library: folders indexed once and kept current, searchable by text, image, tag and NSFW score.
 
-    lib = Library.open()                        # --library DIR, else $TAGLENS_LIBRARY, else the user data dir
+    lib = Library.open(create=True)             # --library DIR, else $TAGLENS_LIBRARY, else the user data dir
     lib.index(["~/Pictures"])                   # tag, nsfw and embed in one pass over what is new or changed
     hits = lib.search("a dog on a beach", tags=["outdoors"], max_nsfw=0.2)
     groups = lib.duplicates()
@@ -22,16 +22,18 @@ from typing import Any
 import numpy as np
 
 from taglens.engine import EngineOptions, run
-from taglens.errors import LibraryError
+from taglens.errors import InvalidRequestError, LibraryError, NoLibraryError
 from taglens.images import ImageSource
 from taglens.library import db, imports, scan, upkeep, vectors
 from taglens.library import duplicates as dup
 from taglens.library import search as ranking
 from taglens.library.imports import ImportReport
-from taglens.library.models import LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded
+from taglens.library.models import (LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded,
+                                    tagger_tag_names)
 from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
 from taglens.locations import is_uri
 from taglens.records import Record
+from taglens.tagnames import TagNames, candidates
 
 DB_NAME = db.FILE_NAME
 ENV_VAR = "TAGLENS_LIBRARY"
@@ -69,18 +71,25 @@ class Library:
         self._embedder: Any = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, *, embedder_loader: EmbedderLoader | None = None,
-             device: str = "auto", dtype: str = "float32", exact_limit: int = vectors.EXACT_LIMIT) -> Library:
-        """Open (creating if needed) the library at ``path`` (see `default_library_dir`).
+    def open(cls, path: str | os.PathLike | None = None, *, create: bool = False,
+             embedder_loader: EmbedderLoader | None = None, device: str = "auto", dtype: str = "float32",
+             exact_limit: int = vectors.EXACT_LIMIT) -> Library:
+        """Open the library at ``path`` (see `default_library_dir`). A folder without one raises
+        `NoLibraryError` and is left as it was (a mistyped path must not become an empty library),
+        unless ``create`` (indexing, importing) makes it.
 
         ``embedder_loader(model_id, revision)`` loads the text/image embedder that search needs; by
         default the SigLIP/CLIP checkpoint the library was indexed with.
         """
         folder = default_library_dir(path)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LibraryError(f"cannot create the library folder {folder}: {exc.strerror or exc}") from None
+        if not (folder / DB_NAME).is_file():
+            if not create:
+                raise NoLibraryError(f"no library at {folder} (no {DB_NAME} in it); indexing or importing "
+                                     "images creates one")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LibraryError(f"cannot create the library folder {folder}: {exc.strerror or exc}") from None
         if embedder_loader is None:
             def embedder_loader(model_id: str, revision: str) -> Any:
                 return load_embedder(model_id, revision, device=device, dtype=dtype)
@@ -114,11 +123,15 @@ class Library:
         options: EngineOptions | None = None,
         retry_errors: bool = False,
         on_record: Callable[[Record], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
     ) -> IndexReport:
         """Bring the library up to date with the images under ``paths``; see `taglens.library.scan`.
 
         Models (default: `load_models()`) are loaded only when some image needs them. Results are
         committed every ``options.batch_size`` images, so a killed run loses at most one batch.
+        ``on_record`` sees each record computed; ``on_total`` is told how many images go through
+        the models once the folders are compared with the library (before the first record), and
+        again should copies met later need computing after all.
         """
         started = time.perf_counter()
         options = options or EngineOptions()
@@ -135,8 +148,10 @@ class Library:
                          for task, source in sources.items()}
         plan = scan.plan(self.conn, roots, model_ids, recursive=recursive, retry_errors=retry_errors,
                          workers=options.workers)
-        report = IndexReport(seen=plan.seen, unchanged=plan.unchanged, hashed=plan.hashed,
-                             reused=len(plan.attach))
+        report = IndexReport(seen=plan.seen, unchanged=plan.unchanged, failed_before=plan.failed_before,
+                             hashed=plan.hashed, reused=len(plan.attach))
+        if on_total is not None:
+            on_total(plan.to_compute)
         for start in range(0, len(plan.attach), 500):
             with db.transaction(self.conn):
                 for item in plan.attach[start:start + 500]:
@@ -160,6 +175,8 @@ class Library:
                     db.upsert_file(self.conn, item.path, item.size, item.mtime, content["id"])
                     report.reused += 1
         if late:
+            if on_total is not None:
+                on_total(plan.to_compute + len(late))
             jobs = [sources[t].job() for t in db.TASKS if t in model_ids]
             self._compute(late, jobs, model_ids, options, report, on_record)
         with db.transaction(self.conn):
@@ -340,6 +357,9 @@ class Library:
         tag_model, nsfw_model = db.current_model(self.conn, "tag"), db.current_model(self.conn, "nsfw")
         if (tags or no_tags) and tag_model is None:
             raise LibraryError("the library has no tags; index with the tag task to filter by tag")
+        if tags or no_tags:
+            bound = self.tag_names([*tags, *no_tags]).resolve([*tags, *no_tags])
+            tags, no_tags = bound[:len(tags)], bound[len(tags):]
         if max_nsfw is not None and nsfw_model is None:
             raise LibraryError("the library has no NSFW scores; index with the nsfw task to filter by them")
         filtered = bool(tags or no_tags or max_nsfw is not None or exclude)
@@ -351,9 +371,13 @@ class Library:
         texts = [(w, t, True) for w, t in _weighted(text)] + [(-w, t, True) for w, t in _weighted(minus)]
         images = [(w, x, False) for w, x in _weighted(image)] + [(-w, x, False) for w, x in _weighted(minus_image)]
         if not texts and not images:
+            if min_score is not None:
+                raise InvalidRequestError("a minimum score needs a text or an image to score against; "
+                                          "filters alone list files without scores")
             return self._filter_only(allowed, limit, tag_model, nsfw_model)
         if not any(w > 0 for w, _, _ in texts + images):
-            raise LibraryError("a search needs at least one text or image to look for (not only --minus parts)")
+            raise LibraryError("a search needs at least one text or image to look for, "
+                               "not only ones to push away from")
         parts = self._parts(texts, images)
         calibration = None
         if texts:
@@ -364,6 +388,20 @@ class Library:
         keys, scores = ranking.rank(index, parts, calibration, limit=limit, allowed=allowed, min_score=min_score,
                                     exact_limit=self.exact_limit)
         return self._hits([int(k) for k in keys], [float(s) for s in scores], limit, tag_model, nsfw_model)
+
+    def tag_names(self, names: Sequence[str] = ()) -> TagNames:
+        """The tag names search filters are bound to (see `taglens.tagnames`): every tag of the
+        library's tagger when its tag list is on this machine; else the spellings of ``names``
+        that some image in the library carries."""
+        model = db.current_model(self.conn, "tag")
+        if model is None:
+            return TagNames((), source="the library", note="it holds no tags")
+        listed = tagger_tag_names(model["model_id"], model["revision"])
+        if listed is not None:
+            return TagNames(listed, source=f"the library's tagger {model['model_id']}")
+        carried = [c for name in names for c in candidates(name) if db.has_tag(self.conn, model["id"], c)]
+        return TagNames(carried, source="the library", note=f"none of its images carries such a tag, and the tag "
+                        f"list of its tagger {model['model_id']} is not on this machine to say more")
 
     def _parts(self, texts: list[tuple[float, str, bool]], images: list[tuple[float, Any, bool]]) -> list[ranking.Part]:
         parts: list[ranking.Part] = []

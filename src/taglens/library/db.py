@@ -406,6 +406,12 @@ def describe_contents(conn: sqlite3.Connection, contents: Sequence[int], tag_mod
     return out
 
 
+def has_tag(conn: sqlite3.Connection, model: int, tag: str) -> bool:
+    """Whether any image carries ``tag`` from ``model`` (one index lookup)."""
+    row = conn.execute("SELECT 1 FROM tags WHERE tag = ? AND model = ? LIMIT 1", (tag, model)).fetchone()
+    return row is not None
+
+
 def filtered_contents(conn: sqlite3.Connection, *, tags: Sequence[str] = (), no_tags: Sequence[str] = (),
                       tag_model: int | None = None, max_nsfw: float | None = None,
                       nsfw_model: int | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taglens.counts import counted
 from taglens.errors import LibraryError
 from taglens.locations import is_uri
 from taglens.records import Record, error_field
@@ -56,9 +57,9 @@ class ImportReport:
     seconds: float = 0.0
 
     def line(self) -> str:
-        return (f"{self.rows} rows from {self.files} files: {self.stored} stored ({self.remote} URIs), "
-                f"{self.errors} errors skipped, {self.absent} absent here, {self.changed} changed since analyzed "
-                f"({self.seconds:.1f} s)")
+        return (f"{counted(self.rows, 'row')} from {counted(self.files, 'file')}: {self.stored} stored "
+                f"({counted(self.remote, 'URI')}), {counted(self.errors, 'error')} skipped, "
+                f"{self.absent} absent here, {self.changed} changed since analyzed ({self.seconds:.1f} s)")
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from taglens.zeroshot import Embedder
 
 __all__ = ["DEFAULT_NSFW", "DEFAULT_SIGLIP", "DEFAULT_TAGGER", "TAG_THRESHOLD", "LazyModel", "LoadedModel",
-           "ModelSource", "load_embedder", "load_models", "loaded"]
+           "ModelSource", "load_embedder", "load_models", "loaded", "tagger_tag_names"]
 
 TAG_THRESHOLD = 0.4
+TAG_LIST_FILE = "top_tags.txt"  # taglens.models.joytag.TAGS_FILE, without importing torch
 
 
 class ModelSource(Protocol):
@@ -152,6 +153,21 @@ def nsfw_detector(model_set: ModelSet) -> NsfwDetector:
         if not unsafe:
             raise
         return NsfwDetector(classifier, positive_label=unsafe)
+
+
+def tagger_tag_names(model_id: str, revision: str) -> tuple[str, ...] | None:
+    """Every tag name of the JoyTag-format checkpoint recorded as (``model_id``, ``revision``),
+    read from its tag list when that is on this machine (never from the network), else None."""
+    from taglens.hub import cached_file
+
+    path = cached_file(model_id, revision, TAG_LIST_FILE)
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def load_embedder(model: str, revision: str | None, *, device: str = "auto", dtype: str = "float32") -> Embedder:

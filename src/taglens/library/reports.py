@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from taglens.counts import counted
 from taglens.records import NsfwResult, Record, TagScore
 
 
@@ -16,6 +17,7 @@ class IndexReport:
 
     seen: int = 0
     unchanged: int = 0
+    failed_before: int = 0
     hashed: int = 0
     reused: int = 0
     computed: int = 0
@@ -33,10 +35,17 @@ class IndexReport:
         self.computed += 1
         self.partial += record.status == "partial"
 
+    @property
+    def ok(self) -> int:
+        """Files of this run that the library now holds results for (not failed, now or before)."""
+        return self.seen - self.errors - self.failed_before
+
     def line(self) -> str:
+        before = f" ({self.failed_before} failed before)" if self.failed_before else ""
         partial = f" ({self.partial} partial: retried next run)" if self.partial else ""
-        return (f"{self.seen} files: {self.unchanged} unchanged, {self.reused} reused, {self.computed} computed"
-                f"{partial}, {self.errors} errors, {self.deleted} removed ({self.seconds:.1f} s)")
+        return (f"{counted(self.seen, 'file')}: {self.unchanged} unchanged{before}, {self.reused} reused, "
+                f"{self.computed} computed{partial}, {counted(self.errors, 'error')}, {self.deleted} removed "
+                f"({self.seconds:.1f} s)")
 
 
 @dataclass(frozen=True)
@@ -88,5 +97,6 @@ class PruneReport:
 
     def line(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
-        return (f"{verb} {self.missing_files} missing files, {self.orphan_contents} unreferenced images and "
-                f"the results of {self.old_models} superseded models")
+        return (f"{verb} {counted(self.missing_files, 'missing file')}, "
+                f"{counted(self.orphan_contents, 'unreferenced image')} and the results of "
+                f"{counted(self.old_models, 'superseded model')}")

@@ -50,6 +50,7 @@ class Copy:
 class Plan:
     seen: int = 0
     unchanged: int = 0
+    failed_before: int = 0  # of the unchanged: files that failed before and are not tried again
     hashed: int = 0
     attach: list[Attach] = field(default_factory=list)
     compute: dict[frozenset[str], list[str]] = field(default_factory=dict)
@@ -109,6 +110,7 @@ def plan(
                     result.add_compute(tasks, path)
                 else:
                     result.unchanged += 1
+                    result.failed_before += 1
                 continue
             missing = tasks - row["done"]
             if missing:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from taglens.counts import counted
 from taglens.library import db, vectors
 from taglens.library.reports import PruneReport, VerifyReport
 from taglens.locations import is_uri
@@ -80,7 +81,7 @@ def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
                     if float(np.dot(stored, vectors.normalise(got))) < 0.999:
                         report.problems.append(f"vector index holds a different vector for image {int(key)}")
                         break
-                report.notes.append(f"vector index: fresh, {len(keys)} vectors ({index.kind})")
+                report.notes.append(f"vector index: fresh, {counted(len(keys), 'vector')} ({index.kind})")
     if check_files:
         missing = changed = 0
         for row in lib.conn.execute("SELECT path, size, mtime FROM files"):
@@ -94,9 +95,10 @@ def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
             if (st.st_size, st.st_mtime) != (row["size"], row["mtime"]):
                 changed += 1
         if missing:
-            report.notes.append(f"{missing} files are gone from disk (`taglens library prune` removes them)")
+            report.notes.append(f"{counted(missing, 'file is', 'files are')} gone from disk "
+                                "(`taglens library prune` removes them)")
         if changed:
-            report.notes.append(f"{changed} files changed since indexed (`taglens index` updates them)")
+            report.notes.append(f"{counted(changed, 'file')} changed since indexed (`taglens index` updates them)")
     return report
 
 

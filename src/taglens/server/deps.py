@@ -22,7 +22,7 @@ def get_settings(request: Request) -> Settings:
 def get_catalog(request: Request) -> Catalog:
     catalog = request.app.state.catalog
     if catalog is None:
-        raise HTTPException(404, "this server has no library (start it with --library DIR)")
+        raise HTTPException(404, "this server has no library")
     return catalog
 
 

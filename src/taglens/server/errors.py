@@ -2,7 +2,7 @@
 
 | what | status |
 | --- | --- |
-| options the models reject (an unknown tag or label, a bad template) | 422 |
+| options the models reject (an unknown tag or label, a bad template) | 422 (unknown tags also as ``unknown_tags``) |
 | the library cannot answer (no embeddings yet, no tags to filter by) | 409 |
 | the queue is full | 503 with ``Retry-After`` |
 | a request not done in time | 504 |
@@ -18,7 +18,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from taglens.errors import LibraryError, TaglensError
+from taglens.errors import LibraryError, TaglensError, UnknownTagError
 from taglens.server.service import QueueFull, RequestTimedOut
 
 log = logging.getLogger("taglens.server")
@@ -41,6 +41,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestTimedOut)
     async def timed_out(request: Request, exc: RequestTimedOut) -> JSONResponse:
         return JSONResponse({"detail": f"request timed out: {exc}"}, 504)
+
+    @app.exception_handler(UnknownTagError)
+    async def unknown_tags(request: Request, exc: UnknownTagError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "unknown_tags": exc.unknown}, 422)
 
     @app.exception_handler(LibraryError)
     async def library_error(request: Request, exc: LibraryError) -> JSONResponse:

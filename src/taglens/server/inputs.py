@@ -104,7 +104,7 @@ def allowed_path(text: str, settings: Settings) -> str:
     """The resolved path, if it lies inside an allowed folder; 403 otherwise (also when none is
     allowed). Symlinks are resolved first, so a link cannot lead outside."""
     if not settings.allow_paths:
-        raise HTTPException(403, "this server reads no paths (start it with --allow-path DIR); upload the image instead")
+        raise HTTPException(403, "this server reads no paths (it allows no folder); upload the image instead")
     if "\x00" in text:
         raise HTTPException(403, "path outside the allowed folders")
     resolved = Path(os.path.realpath(os.path.expanduser(text) if text.startswith("~") else text))

@@ -329,6 +329,13 @@ class ErrorOut(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+class UnknownTagsOut(BaseModel):
+    """Tag names (in filters or a tag selection) that the tagger does not have, as given."""
+
+    detail: str
+    unknown_tags: list[str]
+
+
 class ImageErrorsOut(BaseModel):
     """Every image failed: each one's reason, in request order."""
 

@@ -44,7 +44,7 @@ def embedder() -> FakeEmbedder:
 
 @pytest.fixture
 def lib(tmp_path: Path, embedder: FakeEmbedder):
-    library = Library.open(tmp_path / "lib", embedder_loader=lambda model_id, revision: embedder)
+    library = Library.open(tmp_path / "lib", create=True, embedder_loader=lambda model_id, revision: embedder)
     yield library
     library.close()
 

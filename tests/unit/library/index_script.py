@@ -15,7 +15,7 @@ from .fakes import fake_models
 
 def main(library: str, folder: str, log: str, delay: str) -> None:
     sources, _ = fake_models(delay=float(delay), log=log)
-    with Library.open(library) as lib:
+    with Library.open(library, create=True) as lib:
         report = lib.index([folder], sources, options=EngineOptions(batch_size=2, workers=2))
     print(report.line(), flush=True)
 

@@ -31,7 +31,7 @@ def folder(tmp_path):
 
 @pytest.mark.parametrize("exact_limit", [1000, 2])
 def test_recompressed_and_resized_copies_are_grouped(tmp_path, folder, models, embedder, exact_limit):
-    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
+    lib = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
     lib.index([folder], models[0], options=OPTIONS)
     groups = lib.duplicates(threshold=0.95)
     as_names = sorted(tuple(p.rsplit("/", 1)[1] for p in g.paths) for g in groups)

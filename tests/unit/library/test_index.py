@@ -218,7 +218,7 @@ def test_embeddings_round_trip_through_float16(lib, photos, models):
 
 
 def test_library_open_refuses_a_newer_database(tmp_path):
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     lib.conn.execute(f"PRAGMA user_version = {db.VERSION + 1}")
     lib.close()
     from taglens.errors import LibraryVersionError

@@ -43,7 +43,7 @@ def photo_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def indexed(checkpoints, photo_folder, tmp_path_factory):
-    lib = Library.open(tmp_path_factory.mktemp("real-lib"))
+    lib = Library.open(tmp_path_factory.mktemp("real-lib"), create=True)
     report = lib.index([photo_folder], sources(checkpoints), options=OPTIONS)
     assert (report.computed, report.errors, sorted(report.loaded)) == (7, 0, ["embed", "nsfw", "tag"])
     yield lib
@@ -123,7 +123,7 @@ def test_tag_and_nsfw_filters_on_real_records(indexed, checkpoints, photo_folder
 
 
 def test_a_new_siglip_re_embeds_only_and_search_follows_it(checkpoints, photo_folder, tmp_path):
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     lib.index([photo_folder], sources(checkpoints), options=OPTIONS)
     tags_before = lib.conn.execute("SELECT * FROM tags ORDER BY content, tag").fetchall()
     nsfw_before = lib.conn.execute("SELECT * FROM nsfw ORDER BY content").fetchall()
@@ -141,7 +141,7 @@ def test_a_new_siglip_re_embeds_only_and_search_follows_it(checkpoints, photo_fo
 
 
 def test_clip_library_search_scores_cosines(checkpoints, photo_folder, tmp_path):
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     lib.index([photo_folder], load_models(tagger=None, nsfw_model=None, siglip=checkpoints["clip"], device="cpu"),
               options=OPTIONS)
     clip = Embedder.from_pretrained(checkpoints["clip"], device="cpu")
@@ -157,7 +157,7 @@ def test_clip_library_search_scores_cosines(checkpoints, photo_folder, tmp_path)
 
 
 def test_reindexing_an_unchanged_folder_loads_no_model_and_imports_no_torch(checkpoints, photo_folder, tmp_path):
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     lib.index([photo_folder], sources(checkpoints), options=OPTIONS)
     lib.close()
     script = (
@@ -175,7 +175,7 @@ def test_reindexing_an_unchanged_folder_loads_no_model_and_imports_no_torch(chec
 
 
 def test_an_nsfw_classifier_without_an_nsfw_label_filters_by_its_unsafe_labels(checkpoints, photo_folder, tmp_path):
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib", create=True)
     [source] = load_models(tagger=None, siglip=None, nsfw_model=checkpoints["vit_multi"], device="cpu")
     assert source.job().positive_labels == ("porn", "hentai", "sexy")
     lib.index([photo_folder], [source], options=OPTIONS)

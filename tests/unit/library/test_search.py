@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taglens.engine import EngineOptions
-from taglens.errors import LibraryError
+from taglens.errors import LibraryError, UnknownTagError
 from taglens.images import decode_image
 from taglens.library import Library
 from taglens.library.search import split_weight
@@ -50,7 +50,7 @@ def indexed(lib, photos, models):
 @pytest.mark.parametrize("exact_limit", [1000, 2])  # exact scan, and the HNSW path
 def test_an_indexed_image_queried_by_itself_comes_first_with_cosine_one(tmp_path, photos, models, embedder,
                                                                         exact_limit):
-    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
+    lib = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
     lib.index([photos], models[0], options=OPTIONS)
     assert lib.vector_index().kind == ("exact" if exact_limit > 6 else "hnsw")
     for path in sorted(photos.iterdir()):
@@ -133,15 +133,28 @@ def test_tag_and_nsfw_filters(indexed, photos):
 
 
 def test_filters_on_the_approximate_path(tmp_path, photos, models, embedder):
-    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=2)
+    lib = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=2)
     lib.index([photos], models[0], options=OPTIONS)
     ref = reference(photos)
     some_tag = discriminating_tag(ref)
     with_tag = {p for p, r in ref.items() if some_tag in r["tags"]}
     # a filtered set at or below exact_limit is scanned exactly; above it, candidates are widened
     assert {h.path for h in lib.search("x", tags=[some_tag], limit=50)} == with_tag
-    assert {h.path for h in lib.search("x", no_tags=["nope"], limit=50)} == set(ref)
+    assert {h.path for h in lib.search("x", no_tags=[some_tag], limit=50)} == set(ref) - with_tag
     lib.close()
+
+
+def test_tag_filters_take_any_case_and_spaces_and_refuse_unknown_names(indexed, photos):
+    ref = reference(photos)
+    some_tag = discriminating_tag(ref)
+    with_tag = {p for p, r in ref.items() if some_tag in r["tags"]}
+    assert {h.path for h in indexed.search(tags=[f" {some_tag.upper()} "], limit=50)} == with_tag
+    assert {h.path for h in indexed.search(no_tags=[some_tag.title()], limit=50)} == set(ref) - with_tag
+    # the fake tagger's tag list is not on this machine: known names are those some image carries
+    with pytest.raises(UnknownTagError, match=r"the library has no tags named 'nope', 'nor this'; none of its "
+                                              r"images carries such a tag") as caught:
+        indexed.search("x", tags=[some_tag, "nope"], no_tags=["nor this"])
+    assert caught.value.unknown == ["nope", "nor this"]
 
 
 def test_json_shape(indexed, photos):
@@ -154,7 +167,7 @@ def test_errors_are_typed(lib, photos, models):
     with pytest.raises(LibraryError, match="no embeddings"):
         lib.search("x")
     lib.index([photos], models[0], options=OPTIONS)
-    with pytest.raises(LibraryError, match="not only --minus"):
+    with pytest.raises(LibraryError, match="not only ones to push away from"):
         lib.search(minus="x")
     with pytest.raises(LibraryError, match="no such file"):
         lib.search(image="/nonexistent.png")
@@ -163,7 +176,7 @@ def test_errors_are_typed(lib, photos, models):
 def test_search_refuses_an_embedder_that_is_not_the_indexed_checkpoint(tmp_path, photos, models):
     from .fakes import FakeEmbedder
 
-    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: FakeEmbedder(revision="other"))
+    lib = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: FakeEmbedder(revision="other"))
     lib.index([photos], models[0], options=OPTIONS)
     with pytest.raises(LibraryError, match="re-embed"):
         lib.search("x")

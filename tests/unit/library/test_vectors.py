@@ -72,7 +72,7 @@ def test_rebuilt_for_another_model(lib, photos, models):
 def test_hnsw_is_updated_in_place_and_switches_kind_by_size(tmp_path, models, embedder):
     folder = tmp_path / "p"
     make_photos(folder, 4)
-    lib = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=5)
+    lib = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=5)
     lib.index([folder], models[0], options=OPTIONS)
     assert meta(lib)["kind"] == "exact"
     make_photos(folder, 3, start=10)

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from taglens.server.inputs import read_request
-from taglens.server.schemas import ErrorOut, ImageErrorsOut, ResultsOut
+from taglens.server.schemas import ErrorOut, ImageErrorsOut, ResultsOut, UnknownTagsOut
 from taglens.server.service import Service
 from taglens.server.settings import Settings
 
@@ -31,9 +31,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorOut, "description": "The request body did not arrive in time."},
     413: {"model": ErrorOut, "description": "An image or the whole body too large."},
     415: {"model": ErrorOut, "description": "Neither multipart/form-data nor JSON, or an upload that is not an image."},
-    422: {"model": ImageErrorsOut | ErrorOut,
-          "description": "Invalid options, too many images, or no image has any result (each image's "
-                         "reasons in `results`)."},
+    422: {"model": ImageErrorsOut | UnknownTagsOut | ErrorOut,
+          "description": "Invalid options (unknown tag names are listed in `unknown_tags`), too many images, or no "
+                         "image has any result (each image's reasons in `results`)."},
     503: {"model": ErrorOut, "description": "The image queue is full; retry after `Retry-After` seconds.",
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
     504: {"model": ErrorOut, "description": "Not done within the request timeout."},

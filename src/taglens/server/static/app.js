@@ -14,7 +14,7 @@ const state = {
 };
 
 class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message, body = {}) { super(message); this.status = status; this.body = body; }
 }
 
 // ---- talking to the server -----------------------------------------------------------------------
@@ -34,7 +34,7 @@ async function api(path, options = {}) {
 async function apiJson(path, options) {
   const response = await api(path, options);
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new ApiError(response.status, detailText(body, response));
+  if (!response.ok) throw new ApiError(response.status, detailText(body, response), body);
   return body;
 }
 
@@ -71,7 +71,32 @@ function status(text, isError = false) {
 
 function failed(error) {
   if (error instanceof ApiError && error.status === 401) status("Enter the API key to go on.", true);
+  else if (error instanceof ApiError && error.body.unknown_tags) unknownTags(error.body.unknown_tags, error.message);
   else status(error.message || String(error), true);
+}
+
+// The tag filters the library's tagger does not know: their boxes are marked, the status names them.
+function unknownTags(names, detail) {
+  const unknown = new Set(names);
+  $("filters").open = true;  // the marked box is in view
+  for (const id of ["tags", "no-tags"]) {
+    const input = $(id);
+    const bad = splitList(input.value).some((t) => unknown.has(t));
+    input.classList.toggle("invalid", bad);
+    if (bad) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+  const quoted = names.map((n) => `“${n}”`).join(", ");
+  const close = detail.match(/\(did you mean [^)]*\)/g) || [];
+  status(`Unknown tag${names.length === 1 ? "" : "s"} ${quoted}` + (close.length ? " " + close.join(" ") : "")
+    + ": check the spelling (spaces or underscores, any case).", true);
+}
+
+function clearTagMarks() {
+  for (const id of ["tags", "no-tags"]) {
+    $(id).classList.remove("invalid");
+    $(id).removeAttribute("aria-invalid");
+  }
 }
 
 // ---- small DOM helpers ----------------------------------------------------------------------------
@@ -164,6 +189,7 @@ async function textSearch() {
     return;
   }
   status("Searching…");
+  clearTagMarks();
   $("search-button").disabled = true;
   try {
     const body = await apiJson("/v1/search?" + params.toString());
@@ -182,6 +208,7 @@ async function imageSearch() {
   for (const [key, value] of filterParams(new URLSearchParams())) form.append(key === "tag" ? "tags" :
     key === "no_tag" ? "no_tags" : key, value);
   status("Searching by image…");
+  clearTagMarks();
   const body = await apiJson("/v1/search", { method: "POST", body: form });
   renderGrid($("results"), body.results);
   status(`${body.results.length} images like ${state.dropped.name || "the dropped image"}`);
