@@ -35,8 +35,7 @@ def images(tmp_path):
 
 def model_flags(checkpoints, command):
     if command == "analyze":
-        return ["--tagger", checkpoints["joytag"], "--siglip", checkpoints["siglip64"], "--nsfw-model",
-                checkpoints["vit"], "--tasks", "tag,nsfw"]
+        return ["--tagger", checkpoints["joytag"], "--nsfw-model", checkpoints["vit"], "--tasks", "tag,nsfw"]
     model = {"tag": "joytag", "classify": "siglip64", "embed": "siglip64", "nsfw": "vit"}[command]
     return ["--model", checkpoints[model], *(["--labels", "a cat,a dog"] if command == "classify" else [])]
 
@@ -108,7 +107,7 @@ def test_embed_parquet_is_the_analyze_schema_and_imports_into_the_library(checkp
     library = tmp_path / "lib"
     imported = taglens("library", "import", embedded, "--library", library)
     assert imported.returncode == 0, imported.stderr
-    assert "4 rows from 1 files: 3 stored" in imported.stderr and "1 errors skipped" in imported.stderr
+    assert "4 rows from 1 file: 3 stored" in imported.stderr and "1 error skipped" in imported.stderr
     found = taglens("search", "a photo", "--library", library, "-f", "jsonl")
     assert found.returncode == 0, found.stderr
     assert sorted(json.loads(line)["path"] for line in found.stdout.splitlines()) == \

@@ -34,12 +34,16 @@ def env(tmp_path):
     return subprocess_env(tmp_path / "faults", TAGLENS_TEST_POISON="nsfw")
 
 
-def models(checkpoints):
-    return ["--tagger", checkpoints["joytag"], "--siglip", checkpoints["siglip64"], "--nsfw-model", checkpoints["vit"]]
+def models(checkpoints, tasks="tag,nsfw,embed"):
+    """The checkpoint flags of the tasks run (a flag for a task not run is a usage error)."""
+    run = set(tasks.split(","))
+    return (["--tagger", checkpoints["joytag"]] if "tag" in run else []) + (
+        ["--siglip", checkpoints["siglip64"]] if run & {"classify", "embed"} else []) + (
+        ["--nsfw-model", checkpoints["vit"]] if "nsfw" in run else [])
 
 
 def analyze(checkpoints, folder, out, env, tasks="tag,nsfw,embed"):
-    result = taglens("analyze", folder, "--tasks", tasks, *models(checkpoints), "--tag-threshold", "0.2",
+    result = taglens("analyze", folder, "--tasks", tasks, *models(checkpoints, tasks), "--tag-threshold", "0.2",
                      "-b", "4", "-o", out, env=env)
     assert result.returncode == 0, result.stderr  # three images done, one partial: a success
     assert "4 images: 3 done, 1 partial, 0 errors" in result.stderr, result.stderr
@@ -116,4 +120,4 @@ def test_a_single_job_failing_on_every_image_is_a_failure(checkpoints, folder, e
     assert result.returncode == 1, result.stderr
     [record] = map(json.loads, result.stdout.splitlines())
     assert record["error"] == record["nsfw_error"] and "injected" in record["error"]
-    assert "1 files: 0 flagged, 1 errors" in result.stderr
+    assert "1 file: 0 flagged, 1 error" in result.stderr
