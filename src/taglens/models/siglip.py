@@ -134,8 +134,14 @@ class ImageTextModel:
         return logits.astype(np.float32, copy=False)
 
     def scores(self, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
-        """(B, D) x (L, D) -> (B, L) scores: SigLIP sigmoids, CLIP a softmax over the L texts."""
-        logits = self.logits(np.asarray(image_embeddings, np.float32) @ np.asarray(text_embeddings, np.float32).T)
+        """(B, D) x (L, D) -> (B, L) scores: SigLIP sigmoids, CLIP a softmax over the L texts.
+
+        Each image's row is its own matrix-vector product, so a row's scores are the same bits
+        whatever other rows share the call (the HTTP service finishes any subset of a batch)."""
+        texts = np.asarray(text_embeddings, np.float32)
+        images = np.asarray(image_embeddings, np.float32).reshape(-1, texts.shape[-1])
+        cosines = np.stack([texts @ row for row in images]) if len(images) else np.empty((0, len(texts)), np.float32)
+        logits = self.logits(cosines)
         if self.kind == "siglip":
             return _sigmoid(logits)
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
