@@ -30,7 +30,7 @@ from PIL import Image
 from taglens.engine import EngineOptions, run
 from taglens.errors import UnknownLabelError
 from taglens.images import ImageSource
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.vit_classifier import DEFAULT_MODEL, ImageClassifier
 from taglens.records import NsfwResult, Record
 
@@ -79,7 +79,7 @@ class NsfwJob:
     name: str = "nsfw"
 
     @property
-    def transform(self) -> HfImageTransform:
+    def transform(self) -> ImageTransform:
         return self.classifier.transform
 
     @property

@@ -50,7 +50,7 @@ import numpy as np
 from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError, LabelsError
 from taglens.images import ImageSource
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.siglip import DEFAULT_MODEL, ImageTextModel, Kind, load
 from taglens.records import LabelScore, Record
 
@@ -105,7 +105,7 @@ class Embedder:
         return self.model.logit_bias
 
     @property
-    def transform(self) -> HfImageTransform:
+    def transform(self) -> ImageTransform:
         return self.model.transform
 
     def text_probability(self, cosines: np.ndarray | float) -> np.ndarray:

@@ -210,24 +210,34 @@ def test_corrupt_exif_keeps_image_as_stored():
 
 # --- JPEG draft mode --------------------------------------------------------------------------------
 
+def test_jpeg_draft_is_off_by_default():
+    data = encode(photo(1600, 1200), "JPEG", quality=90)
+    full = decode(data, DecodeOptions(target_size=32))  # 37x the target: drafted at 1/8 if it were on
+    assert full.draft_scale == 1 and full.image.size == (1600, 1200)
+    assert DecodeOptions().draft is False
+    with Image.open(io.BytesIO(data)) as reference:
+        assert np.array_equal(np.asarray(full.image), np.asarray(reference.convert("RGB")))
+
+
 def test_jpeg_draft_decodes_at_reduced_scale_only_when_twice_the_target():
     data = encode(photo(1600, 1200), "JPEG", quality=90)
-    drafted = decode(data, DecodeOptions(target_size=224))
+    drafted = decode(data, DecodeOptions(target_size=224, draft=True))
     assert drafted.draft_scale == 4 and drafted.image.size == (400, 300)
     assert (drafted.width, drafted.height) == (1600, 1200)  # the file's real size is kept
     assert min(drafted.image.size) >= 224
     full = decode(data, DecodeOptions(target_size=224, draft=False))
     assert full.draft_scale == 1 and full.image.size == (1600, 1200)
-    near = decode(data, DecodeOptions(target_size=700))  # 1200 // 700 < 2: no draft
+    near = decode(data, DecodeOptions(target_size=700, draft=True))  # 1200 // 700 < 2: no draft
     assert near.draft_scale == 1 and near.image.size == (1600, 1200)
-    assert decode(data).draft_scale == 1  # no target, no draft
+    assert decode(data, DecodeOptions(draft=True)).draft_scale == 1  # no target, no draft
 
 
 def test_draft_with_exif_turn_reports_displayed_size():
     exif = Image.Exif()
     exif[0x0112] = 6
     data = encode(photo(1600, 800), "JPEG", exif=exif.tobytes())
-    drafted = decode(data, DecodeOptions(target_size=200))
+    drafted = decode(data, DecodeOptions(target_size=200, draft=True))
+    assert drafted.draft_scale > 1
     assert (drafted.width, drafted.height) == (800, 1600)
     assert drafted.image.size == (800 // drafted.draft_scale, 1600 // drafted.draft_scale)
 

@@ -37,8 +37,9 @@ runtime_options = stack(
                  show_default=True, help="Model precision."),
     click.option("--workers", type=click.IntRange(min=1), default=None,
                  help="Decode threads (default: min(4, CPU count))."),
-    click.option("--draft/--no-draft", default=True, show_default=True,
-                 help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md)."),
+    click.option("--draft/--no-draft", default=False, show_default=True,
+                 help="Decode large JPEGs at a reduced DCT scale: faster, but moves the scores "
+                      "(measured in docs/decoding.md). Off: a full decode, the reference numbers."),
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images with more pixels (decompression bombs)."),
     click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,

@@ -58,8 +58,9 @@ MiB = 1024 * 1024
               help="Seconds a client has to send its request body (408 beyond).")
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
               help="Decode threads (default: min(4, CPU count)).")
-@click.option("--draft/--no-draft", default=True, show_default=True,
-              help="Decode large JPEGs at a reduced DCT scale (see docs/decoding.md).")
+@click.option("--draft/--no-draft", default=False, show_default=True,
+              help="Decode large JPEGs at a reduced DCT scale: faster, but moves the scores "
+                   "(measured in docs/decoding.md). Off: a full decode, the reference numbers.")
 @click.option("--allow-path", "allow_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A folder whose files JSON requests may name by path (repeatable; none by default).")
 @click.option("--cors-origin", "cors_origins", multiple=True,

@@ -4,8 +4,9 @@ One loaded checkpoint (`ImageTextModel`, made by `load`) turns pixel batches and
 L2-normalised float32 embeddings, and cosines into the model's own scores, with the numbers
 transformers gives (its model cards and its zero-shot pipeline):
 
-- **Images**: the checkpoint's ``preprocessor_config.json`` through `HfImageTransform`
-  (bit-identical to its image processor), then ``get_image_features``.
+- **Images**: the checkpoint's image processor as transformers resolves it
+  (``preprocessor_config.json`` or transformers 5's ``processor_config.json``), run by
+  `taglens.models.hf_preprocess` bit-identically, then ``get_image_features``.
 - **Text**: the checkpoint's own tokenizer. SigLIP is padded with ``padding="max_length"`` to
   its text length, the tokenizer's ``model_max_length`` bounded by the text config's
   ``max_position_embeddings`` (16 for so400m-patch14-224, 64 for most others): its text tower
@@ -38,7 +39,7 @@ import torch
 
 from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.hub import ResolvedModel, resolve_model
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "google/siglip-so400m-patch14-224"
@@ -55,7 +56,7 @@ class ImageTextModel:
 
     model: torch.nn.Module
     tokenizer: Any
-    transform: HfImageTransform
+    transform: ImageTransform
     placement: Placement
     kind: Kind
     model_id: str
@@ -168,7 +169,7 @@ def load(
     resolved = resolve_model(model, revision)
     kind = checkpoint_kind(resolved)
     placement = Placement.resolve(device, dtype)
-    transform = HfImageTransform.from_pretrained(resolved.folder)
+    transform = load_transform(resolved.folder)
 
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging

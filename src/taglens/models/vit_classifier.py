@@ -3,8 +3,8 @@ forward, probabilities.
 
 The default is ``Falconsai/nsfw_image_detection`` (ViT-B/16 at 224 px, labels ``normal`` /
 ``nsfw``), but nothing here is specific to it: the labels come from ``config.id2label``, the
-preprocessing from ``preprocessor_config.json`` (`HfImageTransform`, bit-identical to the
-checkpoint's own image processor), and the activation from the config exactly as
+preprocessing from the image processor transformers resolves for the folder
+(`taglens.models.hf_preprocess`, bit-identical to it), and the activation from the config exactly as
 transformers' image-classification pipeline chooses it (`activation_for`). Logits are always
 taken to float32 before the activation, whatever dtype the model runs in.
 """
@@ -21,7 +21,7 @@ import torch
 
 from taglens.errors import CheckpointError
 from taglens.hub import ResolvedModel, resolve_model
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
@@ -73,7 +73,7 @@ class ImageClassifier:
     """
 
     model: torch.nn.Module
-    transform: HfImageTransform
+    transform: ImageTransform
     labels: tuple[str, ...]
     activation: Activation
     placement: Placement
@@ -102,7 +102,7 @@ class ImageClassifier:
             raise CheckpointError(f"{resolved.model_id}: unreadable config.json ({exc})") from None
         if not getattr(config, "id2label", None):
             raise CheckpointError(f"{resolved.model_id}: config.json has no id2label; not a classifier")
-        transform = HfImageTransform.from_pretrained(resolved.folder)
+        transform = load_transform(resolved.folder)
         try:
             with _quiet_transformers():
                 module, info = AutoModelForImageClassification.from_pretrained(

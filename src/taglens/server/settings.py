@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(32 * MiB, ge=1)
     max_images_per_request: int = Field(64, ge=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
-    draft: bool = True
+    draft: bool = False
+    """JPEG draft decoding (opt-in: it moves the scores; docs/decoding.md)."""
     thumbnail_size: int = Field(256, ge=16, le=2048)
 
     @field_validator("allow_paths")
