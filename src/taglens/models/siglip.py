@@ -20,7 +20,8 @@ transformers gives (its model cards and its zero-shot pipeline):
   pipeline does. Always computed in float32, whatever the model's dtype.
 
 SigLIP 2 NaFlex checkpoints (``model_type: siglip2``, variable resolution) are refused with a
-`CheckpointError`: their patch-sequence inputs do not fit the fixed-size image batches here.
+`CheckpointError`: their patch-sequence inputs do not fit the fixed-size image batches here. So
+is a checkpoint whose tensors do not fill both towers exactly (`taglens.models.hf_loading`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ import torch
 
 from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.hub import ResolvedModel, resolve_model
+from taglens.models.hf_loading import load_strict
 from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "google/siglip-so400m-patch14-224"
 KINDS = {"siglip": "siglip", "clip": "clip"}
+KIND_NAMES = {"siglip": "SigLIP", "clip": "CLIP"}
 CLIP_PAD_MULTIPLE = 16
 TEXT_BATCH_SIZE = 64
 
@@ -172,18 +175,13 @@ def load(
     transform = load_transform(resolved.folder)
 
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our output
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.folder)
-        network = AutoModel.from_pretrained(resolved.folder, use_safetensors=True, dtype=placement.dtype)
+        network = load_strict(AutoModel, resolved.folder, model_id=resolved.model_id, what=KIND_NAMES[kind],
+                              dtype=placement.dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{resolved.model_id}: could not load as a {kind} checkpoint ({exc})") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     network = placement.module(network)
     config = network.config
     text_length = min(int(tokenizer.model_max_length), int(config.text_config.max_position_embeddings))
