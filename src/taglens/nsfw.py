@@ -150,6 +150,7 @@ class NsfwDetector:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
+        tf32: bool = False,
         positive_label: str | Sequence[str] = DEFAULT_POSITIVE_LABEL,
         threshold: float = DEFAULT_THRESHOLD,
     ) -> NsfwDetector:
@@ -158,7 +159,7 @@ class NsfwDetector:
         ``positive_label`` is one label or several (a list, or ``"porn,hentai,sexy"``); a label
         the checkpoint lacks is an `UnknownLabelError` naming the labels it has.
         """
-        classifier = ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype)
+        classifier = ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype, tf32=tf32)
         return cls(classifier, positive_label=positive_label, threshold=threshold)
 
     @property

@@ -45,7 +45,7 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
     if not texts and not paths:
         raise click.UsageError("nothing to embed: give image PATHs or --text 'some text'")
     fmt = output_format(output, fmt)
-    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     if runtime["compile_models"]:
         embedder.compile()
     metadata = {"taglens.model_id": embedder.model_id, "taglens.revision": embedder.revision,

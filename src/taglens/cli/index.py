@@ -83,7 +83,7 @@ def index(paths: tuple[str, ...], recursive: bool, library_dir: str | None, task
             sources = library_models.load_models(
                 tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
                 nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
-                tag_threshold=tag_threshold)
+                tf32=runtime["tf32"], tag_threshold=tag_threshold)
             report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
                                on_record=on_record)
     finally:

@@ -167,11 +167,13 @@ def load(
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
+    tf32: bool = False,
 ) -> ImageTextModel:
-    """Load a SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder."""
+    """Load a SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder
+    (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.runtime`)."""
     resolved = resolve_model(model, revision)
     kind = checkpoint_kind(resolved)
-    placement = Placement.resolve(device, dtype)
+    placement = Placement.resolve(device, dtype, tf32=tf32)
     transform = load_transform(resolved.folder)
 
     from transformers import AutoModel, AutoTokenizer

@@ -89,11 +89,13 @@ class ImageClassifier:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
+        tf32: bool = False,
     ) -> ImageClassifier:
-        """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``."""
+        """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``
+        (``tf32``: let float32 CUDA matmuls and convolutions use TF32, see `taglens.runtime`)."""
         from transformers import AutoConfig, AutoModelForImageClassification
 
-        placement = Placement.resolve(device, dtype)
+        placement = Placement.resolve(device, dtype, tf32=tf32)
         resolved: ResolvedModel = resolve_model(model, revision)
         try:
             config = AutoConfig.from_pretrained(resolved.folder)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     """Checkpoints (hub id or folder); None: the one the library was indexed with, else the default."""
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tf32: bool = False
+    """Let float32 CUDA matmuls and cuDNN convolutions use TF32 (opt-in; docs/models.md)."""
     allow_paths: tuple[Path, ...] = ()
     """Folders whose files a JSON request may name by path; none by default."""
 
