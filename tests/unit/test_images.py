@@ -349,6 +349,40 @@ def test_no_global_pillow_setting_changes():
         decode(png_bytes(30000, 30000), DecodeOptions(max_pixels=10))
     after = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, dict(Image.OPEN), list(Image.ID))
     assert before == after
+    # Outside a taglens decode, Pillow's own bound still warns and refuses as configured.
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(io.BytesIO(png_bytes(10000, 10000))).close()
+    with pytest.raises(Image.DecompressionBombError, match="could be decompression bomb"):
+        Image.open(io.BytesIO(png_bytes(14000, 14000)))
+
+
+@pytest.mark.parametrize("side, limit", [
+    (1500, 3_000_000),   # beyond Pillow's refusal bound (2x its limit), within ours: decoded
+    (1200, 3_000_000),   # in Pillow's warning band, within ours: decoded, no warning
+    (1500, 2_000_000),   # beyond ours: our refusal, our message
+    (800, 500_000),      # below Pillow's bound but beyond ours: our refusal
+])
+def test_max_pixels_is_the_only_limit(monkeypatch, side, limit):
+    """Pillow's bound (lowered here to 1 MP so the test stays small) plays no part: above or below
+    it the limit is taglens's, with taglens's message, and no DecompressionBombWarning is raised."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    data = png_bytes(side, side, rows=side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any DecompressionBombWarning fails the test
+        if side * side <= limit:
+            assert decode(data, DecodeOptions(max_pixels=limit)).image.size == (side, side)
+            return
+        with pytest.raises(ImageDecodeError) as info:
+            decode(data, DecodeOptions(max_pixels=limit))
+    assert info.value.reason == f"too large: {side}x{side} = {side * side} pixels, limit {limit}"
+
+
+def test_at_pillows_real_bound_the_message_is_ours():
+    with pytest.raises(ImageDecodeError) as info:  # Pillow itself refuses this header (> 2 x 89.5 MP)
+        decode(png_bytes(14000, 14000), DecodeOptions(max_pixels=150_000_000))
+    assert info.value.reason == "too large: 14000x14000 = 196000000 pixels, limit 150000000"
 
 
 # --- property-based: arbitrary bytes ----------------------------------------------------------------
