@@ -79,9 +79,9 @@ class RayOptions:
 
     ``address``: a running cluster to join (``auto``, or its GCS address ``host:6379``); None
     uses RAY_ADDRESS when set, else starts a local Ray instance for this run (``local``).
-    ``ray://`` (Ray Client) addresses are refused: Ray Data does not run over Ray Client. ``concurrency``: model
-    actors; default one per GPU when the cluster has GPUs, else half its CPUs (the other half
-    read and decode). ``num_gpus``: GPUs per actor (default 1 when the cluster has GPUs, else
+    ``ray://`` (Ray Client) addresses are refused: Ray Data does not run over Ray Client.
+    ``concurrency``: model actors; default one per GPU when the cluster has GPUs, else half its
+    CPUs (the other half read and decode). ``num_gpus``: GPUs per actor (default 1 when the cluster has GPUs, else
     0; 0.5 packs two actors on a GPU). ``files_per_task``: files one CPU task reads and decodes;
     ``decode_memory``: bytes of memory reserved for each such task (its image and tensors).
     ``rows_per_file``: rows buffered before a Parquet file is written (fewer, larger files;
@@ -400,8 +400,10 @@ def connect(ray: Any, arguments: dict[str, Any], *, given: str | None = None) ->
 def _check_reachable(address: str, named: str, hint: str) -> None:
     """A quick TCP connect to ``host:port``: a closed port would keep ``ray.init`` retrying for
     minutes. ``auto`` and other names Ray resolves itself are left to it."""
+    if address == "auto" or "://" in address:
+        return
     host, _, port = address.rpartition(":") if ":" in address else (address, "", str(RAY_DEFAULT_PORT))
-    if address == "auto" or not port.isdigit():
+    if not port.isdigit():
         return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
