@@ -57,9 +57,10 @@ def load_image_processor(folder: str | Path) -> Any:
             f"{folder}: transformers cannot load its image processor from preprocessor_config.json or "
             f"processor_config.json ({text})"
         ) from None
+    validate = getattr(processor, "_validate_preprocess_kwargs", None)  # what its __call__ would refuse
     try:
-        processor._validate_preprocess_kwargs(**{name: getattr(processor, name, None)
-                                                 for name in processor._valid_kwargs_names})
+        if validate is not None:
+            validate(**{name: getattr(processor, name, None) for name in getattr(processor, "_valid_kwargs_names", ())})
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{folder}: its image processor settings are refused by transformers ({exc})") from None
     return processor
