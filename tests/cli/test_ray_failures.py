@@ -18,14 +18,14 @@ from .installed import error_lines, run_taglens
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("s3-upload")
     with moto_server() as server:
         client = server.client()
         client.create_bucket(Bucket="photos")
         for i in range(2):
-            path = f"/tmp/taglens-s3-{i}.png"
-            photo(30, 20, i).save(path)
-            client.upload_file(path, "photos", f"in/img{i}.png")
+            photo(30, 20, i).save(folder / f"img{i}.png")
+            client.upload_file(str(folder / f"img{i}.png"), "photos", f"in/img{i}.png")
         yield server
 
 
