@@ -3,7 +3,7 @@ card's way, measured in the same run.
 
 Baseline (the model card): for each image, ``Image.open`` + ``processor(images=image)`` +
 ``model.get_image_features(...)`` in float32, one image at a time.
-taglens: ``Embedder.job()`` through ``taglens.engine.run`` (decode threads, JPEG draft mode,
+taglens: ``Embedder.job()`` through ``taglens.engine.run`` (decode threads, a full decode,
 the lookup-table preprocessing, batched forward passes) in float32 and bfloat16 at several
 batch sizes.
 

@@ -20,7 +20,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny random-weight checkpoints, each exactly as a hub snapshot folder is laid out."""
+    """Tiny random-weight checkpoints, each exactly as a hub snapshot folder is laid out (``*_tf5``:
+    as transformers 5's ``save_pretrained`` of the model and its processor lays it out)."""
     from taglens.testing import write_clip, write_siglip, write_vit_classifier
 
     root = tmp_path_factory.mktemp("checkpoints")
@@ -32,6 +33,10 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "vit_multi": write_vit_classifier(root / "vit_multi", labels=("normal", "porn", "hentai", "sexy"),
                                           multi_label=True, seed=2),
         "joytag": JOYTAG_TINY,
+        # The same kinds as transformers 5's own save_pretrained writes them (processor_config.json).
+        "siglip16_tf5": write_siglip(root / "siglip16_tf5", text_length=16, seed=3, layout="transformers"),
+        "clip_tf5": write_clip(root / "clip_tf5", seed=4, layout="transformers"),
+        "vit_tf5": write_vit_classifier(root / "vit_tf5", seed=5, layout="transformers"),
     }
 
 

@@ -1,6 +1,7 @@
 """The one-pass pipeline as a Ray Data job: ``taglens analyze --engine ray`` (see docs/distributed.md).
 
-    driver      list the inputs (`taglens.locations`: paths, globs, s3://...) -> file references
+    driver      check the output location, list the inputs (`taglens.locations`: paths, globs,
+                s3://...), connect to Ray, then load the models once to plan the job
     CPU tasks   read, hash, decode once, apply each model's transform (`engine.prepare_source`)
     actor pool  one `ModelSet` per actor (one actor per GPU) runs every job (`engine.run_prepared`)
     writers     Parquet files in the `taglens.arrow` record schema, all in one output folder
@@ -10,6 +11,13 @@ spread over processes and machines. A bad file becomes an error row in the CPU t
 exception; a task or actor that dies (a lost node, an OOM kill) is retried by Ray. ``resume``
 skips the paths already present in the output folder. Ray is imported only when a job runs
 (``pip install taglens[ray]``).
+
+Without an address (``--address`` or ``RAY_ADDRESS``) the job starts its own local Ray instance
+(``address="local"``), never joining a cluster that happens to run on the machine. Whatever
+cannot work fails before any model loads, in one line that says what to do: an output location
+that cannot be written, an input bucket that is missing, unreadable or unreachable, a Ray
+address that does not answer, refuses this process's token (Ray's token authentication) or is a
+Ray Client address (``ray://``), over which Ray Data cannot run.
 """
 
 from __future__ import annotations
@@ -17,7 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,7 +44,16 @@ from taglens.arrow import fields_for_tasks, job_metadata, record_schema, records
 from taglens.engine import EngineOptions, Prepared, Transform
 from taglens.errors import TaglensError
 from taglens.images import DecodeOptions
-from taglens.locations import Location, filesystem_for, is_uri, list_locations, read_location
+from taglens.locations import (
+    Location,
+    check_bucket,
+    filesystem_for,
+    is_object_store,
+    is_uri,
+    list_locations,
+    read_location,
+    storage_error,
+)
 from taglens.records import Record
 from taglens.tasks import ModelSet, TaskRequest
 
@@ -47,14 +68,20 @@ class RayMissingError(TaglensError):
     """Ray is not installed (``pip install taglens[ray]``)."""
 
 
+class RayConnectionError(TaglensError):
+    """The Ray cluster named by ``--address`` or ``RAY_ADDRESS`` cannot be used (or a local
+    instance cannot start); the message says what to do."""
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """How the job is spread over the cluster.
 
-    ``address``: a running cluster (``auto``, ``ray://host:10001``, ``host:6379``); None uses
-    RAY_ADDRESS when set, else starts a local Ray instance for this run. ``concurrency``: model
-    actors; default one per GPU when the cluster has GPUs, else half its CPUs (the other half
-    read and decode). ``num_gpus``: GPUs per actor (default 1 when the cluster has GPUs, else
+    ``address``: a running cluster to join (``auto``, or its GCS address ``host:6379``); None
+    uses RAY_ADDRESS when set, else starts a local Ray instance for this run (``local``).
+    ``ray://`` (Ray Client) addresses are refused: Ray Data does not run over Ray Client.
+    ``concurrency``: model actors; default one per GPU when the cluster has GPUs, else half its
+    CPUs (the other half read and decode). ``num_gpus``: GPUs per actor (default 1 when the cluster has GPUs, else
     0; 0.5 packs two actors on a GPU). ``files_per_task``: files one CPU task reads and decodes;
     ``decode_memory``: bytes of memory reserved for each such task (its image and tensors).
     ``rows_per_file``: rows buffered before a Parquet file is written (fewer, larger files;
@@ -131,21 +158,27 @@ def analyze(
     ray_options = ray_options or RayOptions()
     started = time.perf_counter()
     folder = OutputFolder(output)
+    folder.check_writable()  # before anything else: a run whose results cannot be kept never starts
     before = folder.files()
     if before and not resume:
         raise TaglensError(f"{output} already holds Parquet files; resume the run (--resume) to add to them, "
                            "or choose an empty folder")
-    plan = plan_for(models, request, options)
-    done: set[str] = set()
-    if before:
-        done = folder.check_and_read_paths(plan.schema)
     locations = list(list_locations(inputs, recursive=recursive))
-    todo = [loc for loc in locations if loc.path not in done]
-    if todo:
+    todo: list[Location] = []
+    if locations:
         with ray_session(ray_options.address), _quiet_ray(ray_options.quiet):
-            dataset = build_dataset(todo, request, models, plan, options, ray_options)
-            dataset.write_parquet(folder.uri, filesystem=folder.filesystem, schema=plan.schema,
-                                  min_rows_per_file=ray_options.rows_per_file)
+            plan = plan_for(models, request, options)
+            done = folder.check_and_read_paths(plan.schema) if before else set()
+            todo = [loc for loc in locations if loc.path not in done]
+            if todo:
+                dataset = build_dataset(todo, request, models, plan, options, ray_options)
+                try:
+                    dataset.write_parquet(folder.uri, filesystem=folder.filesystem, schema=plan.schema,
+                                          min_rows_per_file=ray_options.rows_per_file)
+                except TaglensError:
+                    raise
+                except Exception as exc:  # a remote traceback ends with its cause: say that one line
+                    raise TaglensError(f"the Ray job writing into {output} failed: {_last_line(exc)}") from None
     new = sorted(set(folder.files()) - set(before))
     rows, errors = folder.count(new)
     return RayRun(str(output), tuple(new), rows - errors, errors, len(locations) - len(todo),
@@ -277,16 +310,28 @@ def actor_pool(resources: dict[str, float], ray_options: RayOptions) -> tuple[in
     return concurrency, num_gpus
 
 
+LOCAL = "local"
+RAY_DEFAULT_PORT = 6379
+CONNECT_TIMEOUT_S = 5.0
+
+
+def ray_address(address: str | None = None) -> str:
+    """The Ray address a job uses: ``address``, else RAY_ADDRESS, else ``local`` (a new local
+    instance; ``ray.init(address=None)`` would join any cluster already running on the machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or LOCAL
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[None]:
     """Use the Ray session this process already has; else join ``address`` (or RAY_ADDRESS), or
     start a local instance, and shut it down on exit. A local instance's workers import this
-    same taglens (its source folder goes on their PYTHONPATH)."""
+    same taglens (its source folder goes on their PYTHONPATH). A cluster that cannot be used
+    raises `RayConnectionError` with one line that says what to do."""
     ray = import_ray()
     if ray.is_initialized():
         yield
         return
-    ray.init(**ray_init_arguments(address, **init_kwargs))
+    connect(ray, ray_init_arguments(address, **init_kwargs), given=address)
     try:
         yield
     finally:
@@ -296,9 +341,9 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[None
 def ray_init_arguments(address: str | None = None, **init_kwargs: Any) -> dict[str, Any]:
     """``ray.init`` keyword arguments: quiet logging; for a local instance no dashboard, and
     taglens's own source folder on the workers' PYTHONPATH unless it is an installed package."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     arguments: dict[str, Any] = {"address": address, "logging_level": logging.WARNING} | init_kwargs
-    if address is None:
+    if address == LOCAL:
         arguments.setdefault("include_dashboard", False)
         source = str(Path(__file__).resolve().parents[1])
         if Path(source).name not in ("site-packages", "dist-packages"):
@@ -308,6 +353,97 @@ def ray_init_arguments(address: str | None = None, **init_kwargs: Any) -> dict[s
             env_vars["PYTHONPATH"] = os.pathsep.join([source] + ([extra] if extra else []))
             arguments["runtime_env"] = runtime_env | {"env_vars": env_vars}
     return arguments
+
+
+def connect(ray: Any, arguments: dict[str, Any], *, given: str | None = None) -> None:
+    """``ray.init(**arguments)``, with every way it can fail turned into one `RayConnectionError`
+    line. Joining a cluster, Ray's core prints its retries straight to stderr (tens of lines over
+    seconds or minutes): they are held back and read to tell a refused token from a wrong address."""
+    address = arguments["address"]
+    named = f"--address {address}" if given else f"RAY_ADDRESS={address}"
+    local_hint = "leave out --address (and RAY_ADDRESS) to start a local Ray instance instead"
+    if address == LOCAL:
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = auth_log.level
+        auth_log.setLevel(logging.ERROR)  # "token authentication is enabled" for our own instance
+        try:
+            ray.init(**arguments)
+        except Exception as exc:
+            raise RayConnectionError(f"could not start a local Ray instance ({_last_line(exc)})") from None
+        finally:
+            auth_log.setLevel(level)
+        return
+    if address.startswith("ray://"):
+        raise RayConnectionError(
+            f"{named}: the ray engine runs Ray Data, which cannot run over Ray Client (ray://); run taglens on a "
+            f"node of the cluster with --address HEAD:{RAY_DEFAULT_PORT} (or auto), or submit it there with "
+            "`ray job submit -- taglens analyze ...`")
+    _check_reachable(address, named, local_hint)
+    with _held_stderr() as held:
+        try:
+            ray.init(**arguments)
+            return
+        except (Exception, SystemExit) as exc:  # Ray's core ends a hopeless connect with SystemExit
+            failure, said = exc, f"{exc} {held.text()}"
+    if "InvalidAuthToken" in said or "Unauthenticated" in said or "AuthenticationError" in type(failure).__name__:
+        raise RayConnectionError(
+            f"{named}: the cluster refused this process's authentication token (Ray token authentication); set "
+            "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, as `ray get-auth-token` prints it on "
+            f"the head node, or {local_hint}")
+    if "Could not find any running Ray instance" in said:
+        raise RayConnectionError(f"{named}: no running Ray cluster found on this machine; start one with "
+                                 f"`ray start --head`, or {local_hint}")
+    raise RayConnectionError(f"{named}: could not connect to a Ray cluster there ({_last_line(failure)}); "
+                             f"check the address (the head's HOST:{RAY_DEFAULT_PORT}), or {local_hint}")
+
+
+def _check_reachable(address: str, named: str, hint: str) -> None:
+    """A quick TCP connect to ``host:port``: a closed port would keep ``ray.init`` retrying for
+    minutes. ``auto`` and other names Ray resolves itself are left to it."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", str(RAY_DEFAULT_PORT))
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise RayConnectionError(f"{named}: nothing answers at {host}:{port} ({reason}); is `ray start --head` "
+                                 f"running there? Or {hint}") from None
+
+
+class _HeldText:
+    def __init__(self, file: Any):
+        self._file = file
+
+    def text(self) -> str:
+        self._file.seek(0)
+        return self._file.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[_HeldText]:
+    """File descriptor 2 into a temporary file for the block (Ray's C++ core writes there, past
+    Python's logging); what it held is logged at debug level afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as file:
+        os.dup2(file.fileno(), 2)
+        held = _HeldText(file)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.debug("Ray said while connecting: %s", held.text())
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text (a remote traceback ends with its cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def import_ray():
@@ -357,17 +493,39 @@ class OutputFolder:
 
         text = os.fspath(self.output)
         if is_uri(text):
-            self.filesystem, self.root = filesystem_for(text)
+            try:
+                self.filesystem, self.root = filesystem_for(text)
+            except OSError as exc:  # e.g. resolving an S3 bucket's region over an unreachable endpoint
+                raise storage_error(text, exc, writing=True) from None
             self.uri = self.root
         else:
             self.filesystem, self.root = pafs.LocalFileSystem(), os.path.abspath(text)
             self.uri = self.root
 
+    def check_writable(self) -> None:
+        """Make the folder (a bucket must exist already) and write and delete a probe file in it:
+        a location that cannot take the results fails here, in one line, before any model loads."""
+        where = os.fspath(self.output)
+        probe = f"{self.root.rstrip('/')}/.taglens-write-check-{uuid.uuid4().hex}"
+        try:
+            check_bucket(self.filesystem, self.root, where)
+            if not is_object_store(self.filesystem):  # object stores have no folders to make
+                self.filesystem.create_dir(self.root, recursive=True)
+            with self.filesystem.open_output_stream(probe) as stream:
+                stream.write(b"")
+            self.filesystem.delete_file(probe)
+        except OSError as exc:
+            raise storage_error(where, exc, writing=True) from None
+
     def files(self) -> list[str]:
         from pyarrow import fs as pafs
 
         selector = pafs.FileSelector(self.root, allow_not_found=True)
-        return sorted(info.path for info in self.filesystem.get_file_info(selector)
+        try:
+            found = self.filesystem.get_file_info(selector)
+        except OSError as exc:
+            raise storage_error(os.fspath(self.output), exc) from None
+        return sorted(info.path for info in found
                       if info.type == pafs.FileType.File and info.path.endswith(".parquet")
                       and not info.base_name.startswith((".", "_")))
 

@@ -5,20 +5,26 @@ The recipe, in order:
 1. Read the bytes (refusing empty files and files over ``max_bytes``).
 2. Open the header with Pillow (EPS is refused: it runs Ghostscript on the input), check the
    pixel count against ``max_pixels`` before any pixel is decoded (decompression bombs).
-3. For JPEG, when the image is at least twice the largest size a model needs in both
-   directions, decode at a reduced DCT scale (draft mode). This is switchable; see
-   docs/decoding.md for how far it moves each model's input.
+3. Only when asked (``draft=True``, off by default): for a JPEG at least twice the largest
+   size a model needs in both directions, decode at a reduced DCT scale (draft mode). It is
+   faster and moves the scores; docs/decoding.md gives the measured deviation.
 4. Decode the first frame, apply the EXIF orientation, composite any alpha onto white and
    convert to 8-bit RGB (16-bit greyscale is scaled, not clipped).
 
 Every failure raises `ImageDecodeError` naming the input and the reason. No global Pillow
-setting is changed.
+setting is changed, and ``max_pixels`` is the only pixel limit: while taglens decodes, each of
+Pillow's own decompression-bomb checks (the header, GIF frames, TIFF tiles, ...) applies
+taglens's limit with taglens's message instead of ``Image.MAX_IMAGE_PIXELS``, and never prints a
+``DecompressionBombWarning``. Outside a taglens decode Pillow behaves exactly as configured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -30,8 +36,8 @@ from taglens.errors import ImageDecodeError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
-# Pillow's own default decompression-bomb bound (about 89.5 megapixels); kept as taglens's default
-# so Pillow's warning never fires first. Raise it with DecodeOptions(max_pixels=...).
+# Pillow's own default decompression-bomb bound (about 89.5 megapixels), kept as taglens's default.
+# Raise or lower it with DecodeOptions(max_pixels=...): it replaces Pillow's bound during a decode.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -50,14 +56,15 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 class DecodeOptions:
     """Limits and switches for `decode`.
 
-    ``target_size`` is the largest side any model will resize to (e.g. 448 for JoyTag); JPEG draft
-    mode only runs when it is set, ``draft`` is on, and the image is at least twice that size in
-    both directions.
+    The default is a full decode, so every model sees the pixels the reference implementations
+    see. ``draft=True`` opts into JPEG draft mode: it runs only when ``target_size`` (the largest
+    side any model resizes to, e.g. 448 for JoyTag) is set and the image is at least twice that
+    size in both directions.
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
-    draft: bool = True
+    draft: bool = False
     target_size: int | None = None
 
 
@@ -151,18 +158,59 @@ def decode_bytes(data: bytes, options: DecodeOptions, *, name: str) -> DecodedIm
     """Decode an encoded image held in memory (the engine reads and hashes files first)."""
     if not data:
         raise ImageDecodeError(name, "empty file")
-    if _is_heif(data):
-        return _decode_heif(data, options, name)
+    with pixel_limit(options.max_pixels):
+        if _is_heif(data):
+            return _decode_heif(data, options, name)
+        try:
+            im = Image.open(io.BytesIO(data), formats=_allowed_formats())
+        except UnidentifiedImageError:
+            raise ImageDecodeError(name, _unidentified_reason(data)) from None
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(name, f"too large: {exc}") from None
+        except Exception as exc:  # Pillow's plugins raise many types on hostile headers
+            raise ImageDecodeError(name, f"corrupt image header ({_exc_text(exc)})") from None
+        with im:
+            return _from_opened(im, options, name)
+
+
+# --- taglens's pixel limit in place of Pillow's -------------------------------------------------------
+
+_PIXEL_LIMIT: ContextVar[int | None] = ContextVar("taglens_pixel_limit", default=None)
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Within this block (this thread or task only), Pillow's decompression-bomb checks apply
+    ``max_pixels`` with taglens's message, and warn never."""
+    _install_pixel_check()
+    token = _PIXEL_LIMIT.set(max_pixels)
     try:
-        im = Image.open(io.BytesIO(data), formats=_allowed_formats())
-    except UnidentifiedImageError:
-        raise ImageDecodeError(name, _unidentified_reason(data)) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(name, f"too large: {exc}") from None
-    except Exception as exc:  # Pillow's plugins raise many types on hostile headers
-        raise ImageDecodeError(name, f"corrupt image header ({_exc_text(exc)})") from None
-    with im:
-        return _from_opened(im, options, name)
+        yield
+    finally:
+        _PIXEL_LIMIT.reset(token)
+
+
+def _limit_text(width: int, height: int, limit: int) -> str:
+    return f"{width}x{height} = {width * height} pixels, limit {limit}"
+
+
+def _install_pixel_check() -> None:
+    """Route Pillow's `Image._decompression_bomb_check` (which every plugin calls through the
+    module) through taglens's limit while `pixel_limit` is active; idempotent."""
+    original = Image._decompression_bomb_check
+    if getattr(original, "taglens", False):
+        return
+
+    def check(size: tuple[int, int], *, error_only: bool = False) -> None:
+        limit = _PIXEL_LIMIT.get()
+        if limit is None:
+            return original(size, error_only=error_only)
+        width, height = max(1, size[0]), max(1, size[1])
+        if width * height > limit:
+            raise Image.DecompressionBombError(_limit_text(width, height, limit))
+
+    check.taglens = True  # type: ignore[attr-defined]
+    Image._decompression_bomb_check = check
 
 
 def _from_opened(im: Image.Image, options: DecodeOptions, name: str) -> DecodedImage:
@@ -194,7 +242,8 @@ def _from_opened(im: Image.Image, options: DecodeOptions, name: str) -> DecodedI
 def _from_pil(im: Image.Image, name: str, options: DecodeOptions) -> DecodedImage:
     _check_pixels(im.width, im.height, options, name)
     try:
-        im.load()
+        with pixel_limit(options.max_pixels):
+            im.load()
     except Exception as exc:
         raise ImageDecodeError(name, f"corrupt image data ({_exc_text(exc)})") from None
     rgb, _ = _to_rgb_upright(im, name)
@@ -205,9 +254,7 @@ def _check_pixels(width: int, height: int, options: DecodeOptions, name: str) ->
     if width <= 0 or height <= 0:
         raise ImageDecodeError(name, f"corrupt image header (size {width}x{height})")
     if width * height > options.max_pixels:
-        raise ImageDecodeError(
-            name, f"too large: {width}x{height} = {width * height} pixels, limit {options.max_pixels}"
-        )
+        raise ImageDecodeError(name, f"too large: {_limit_text(width, height, options.max_pixels)}")
 
 
 def _apply_draft(im: Image.Image, target: int) -> int:

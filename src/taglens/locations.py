@@ -7,6 +7,13 @@ job. Local arguments are expanded exactly as `taglens.inputs` expands them for t
 (same files, same order, same names), plus quoted globs; a URI names a file, a folder (walked,
 keeping image suffixes, skipping hidden entries) or a glob (``*``, ``?``, ``[...]`` within one
 folder, ``**`` across folders, as the shell has them).
+
+A location that cannot be used at all (a missing bucket, credentials the service refuses, an
+endpoint that does not answer) raises `LocationError` with one line while listing, before any
+model loads; a missing file inside a reachable bucket is an error record, as a missing local
+file is. S3-compatible services are reached through pyarrow's own settings: ``AWS_ENDPOINT_URL``
+(or ``?endpoint_override=host:port&scheme=http`` on the URI), ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` or ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,54 @@ from taglens.inputs import expand_stdin, image_suffixes, iter_image_paths
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?[]")
+_AWS_ERROR = re.compile(r"AWS Error (\w+) during \w+ operation: ([^;(]*)")
+_OS_DETAIL = re.compile(r"Detail: \[errno \d+\] (.+)$")
+_DENIED = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "UNRECOGNIZED_CLIENT",
+           "EXPIRED_TOKEN", "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN")
+
+
+class LocationError(TaglensError):
+    """An input or output location that cannot be used at all: no such bucket, access denied, the
+    storage endpoint unreachable, or an output folder that cannot be written."""
+
+
+def storage_error(location: str, exc: BaseException, *, writing: bool = False) -> LocationError:
+    """One line for a filesystem failure at ``location``: what went wrong and what to check."""
+    text = " ".join(str(exc).split())
+    match = _AWS_ERROR.search(text)
+    code, detail = (match.group(1), match.group(2).strip().rstrip(".")) if match else ("", text)
+    if code == "NO_SUCH_BUCKET" or "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        reason = "no such bucket (taglens does not create buckets)"
+    elif code in _DENIED or "AccessDenied" in text:
+        reason = ("access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                  f"AWS_PROFILE) and the bucket's permissions{' to write' if writing else ''}")
+    elif code == "NETWORK_CONNECTION" or "curlCode" in text:
+        reason = f"cannot reach the storage service ({detail}); check AWS_ENDPOINT_URL and the network"
+    else:
+        os_reason = _OS_DETAIL.search(text)
+        text = os_reason.group(1) if os_reason else getattr(exc, "strerror", None) or text
+        reason = (f"cannot write there ({text})" if writing else text)[:300]
+    return LocationError(f"{location}: {reason}")
+
+
+def is_object_store(filesystem) -> bool:
+    """S3 or GCS: paths start with a bucket, and there are no real folders."""
+    from pyarrow import fs as pafs
+
+    stores = tuple(getattr(pafs, name) for name in ("S3FileSystem", "GcsFileSystem") if hasattr(pafs, name))
+    return isinstance(filesystem, stores)
+
+
+def check_bucket(filesystem, path: str, location: str) -> None:
+    """Refuse a location on an object store whose bucket does not exist (pyarrow reports every
+    key of a missing bucket as a missing file, which would hide a typo in the bucket's name)."""
+    from pyarrow import fs as pafs
+
+    if not is_object_store(filesystem):
+        return
+    bucket = path.strip("/").split("/", 1)[0]
+    if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise LocationError(f"{location}: no such bucket {bucket!r} (taglens does not create buckets)")
 
 
 @dataclass(frozen=True)
@@ -74,15 +129,19 @@ def _expand_uri(uri: str, recursive: bool, suffixes: frozenset[str]) -> Iterator
     if magic:
         pattern = uri
         base = uri[:uri.rfind("/", 0, magic.start()) + 1]
-    filesystem, root = filesystem_for(base)
-    info = filesystem.get_file_info(root)
-    if pattern is None and info.type != pafs.FileType.Directory:
-        yield Location(uri, root, True, _timestamp(info.mtime))  # a file, or missing: its read says why
-        return
-    if info.type != pafs.FileType.Directory:
-        return
-    deep = recursive if pattern is None else ("**" in pattern or "/" in pattern[len(base):])
-    found = filesystem.get_file_info(pafs.FileSelector(root, recursive=deep))
+    try:
+        filesystem, root = filesystem_for(base)
+        check_bucket(filesystem, root, uri)
+        info = filesystem.get_file_info(root)
+        if pattern is None and info.type != pafs.FileType.Directory:
+            yield Location(uri, root, True, _timestamp(info.mtime))  # a file, or missing: its read says why
+            return
+        if info.type != pafs.FileType.Directory:
+            return
+        deep = recursive if pattern is None else ("**" in pattern or "/" in pattern[len(base):])
+        found = filesystem.get_file_info(pafs.FileSelector(root, recursive=deep))
+    except OSError as exc:
+        raise storage_error(uri, exc) from None
     prefix = base.rstrip("/")
     for entry in sorted((e for e in found if e.type == pafs.FileType.File), key=lambda e: e.path):
         relative = entry.path[len(root.rstrip("/")):]

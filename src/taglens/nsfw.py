@@ -30,7 +30,7 @@ from PIL import Image
 from taglens.engine import EngineOptions, run
 from taglens.errors import UnknownLabelError
 from taglens.images import ImageSource
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.vit_classifier import DEFAULT_MODEL, ImageClassifier
 from taglens.records import NsfwResult, Record
 
@@ -79,7 +79,7 @@ class NsfwJob:
     name: str = "nsfw"
 
     @property
-    def transform(self) -> HfImageTransform:
+    def transform(self) -> ImageTransform:
         return self.classifier.transform
 
     @property
@@ -150,6 +150,7 @@ class NsfwDetector:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
+        tf32: bool = False,
         positive_label: str | Sequence[str] = DEFAULT_POSITIVE_LABEL,
         threshold: float = DEFAULT_THRESHOLD,
     ) -> NsfwDetector:
@@ -158,7 +159,7 @@ class NsfwDetector:
         ``positive_label`` is one label or several (a list, or ``"porn,hentai,sexy"``); a label
         the checkpoint lacks is an `UnknownLabelError` naming the labels it has.
         """
-        classifier = ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype)
+        classifier = ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype, tf32=tf32)
         return cls(classifier, positive_label=positive_label, threshold=threshold)
 
     @property

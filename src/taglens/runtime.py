@@ -3,6 +3,11 @@
 `Placement` says where a model runs and in which dtype; families use it to move their module
 and each pixel batch, so the CUDA habits (pinned host memory, non-blocking copies) live here
 once. Scores are always computed from float32 logits, whatever the model's dtype.
+
+float32 means IEEE float32: making a placement turns TF32 off for CUDA matmuls and cuDNN
+convolutions (torch turns it on for convolutions by default, which would compute JoyTag's stem
+and every patch embedding with a 10-bit mantissa, ~1e-3 relative). ``tf32=True`` opts in.
+These are torch's process-wide switches: the last placement made decides them.
 """
 
 from __future__ import annotations
@@ -40,16 +45,32 @@ def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}") from None
 
 
+def set_tf32(enabled: bool) -> None:
+    """torch's switches for TF32 in CUDA matmuls and cuDNN convolutions (readable on any build)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_enabled() -> tuple[bool, bool]:
+    """(CUDA matmuls, cuDNN convolutions) may use TF32."""
+    return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
+
+
 @dataclass(frozen=True)
 class Placement:
-    """Where a model runs and in which dtype."""
+    """Where a model runs, in which dtype, and whether float32 work may use TF32 on CUDA."""
 
     device: torch.device
     dtype: torch.dtype
+    tf32: bool = False
 
     @classmethod
-    def resolve(cls, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32") -> Placement:
-        return cls(resolve_device(device), resolve_dtype(dtype))
+    def resolve(cls, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32", *,
+                tf32: bool = False) -> Placement:
+        """The placement, with torch's TF32 switches set to match (off unless ``tf32``)."""
+        placement = cls(resolve_device(device), resolve_dtype(dtype), bool(tf32))
+        set_tf32(placement.tf32)
+        return placement
 
     def module(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move a module here, in eval mode with gradients off."""

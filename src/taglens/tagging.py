@@ -215,11 +215,13 @@ class Tagger:
         revision: str | None = None,
         device: str = "auto",
         dtype: str = "float32",
+        tf32: bool = False,
     ) -> Tagger:
         """Load a hub id (default ``fancyfeast/joytag``) or a folder holding ``config.json``,
         ``model.safetensors`` and ``top_tags.txt``. ``device``: auto, cpu, cuda, cuda:N;
-        ``dtype``: float32, bfloat16, float16."""
-        placement = Placement.resolve(device, dtype)
+        ``dtype``: float32, bfloat16, float16; ``tf32``: let float32 CUDA matmuls and cuDNN
+        convolutions use TF32 (off: IEEE float32, see `taglens.runtime`)."""
+        placement = Placement.resolve(device, dtype, tf32=tf32)
         resolved = resolve_model(model, revision)
         config = JoyTagConfig.from_file(resolved.folder / CONFIG_FILE)
         tags = load_tags(resolved.folder, config.n_tags)

@@ -1,6 +1,6 @@
 """Task names meet model families here: which models a run needs, loaded once, shared by every job.
 
-    models = ModelSet(device="auto", dtype="float32")               # nothing loaded yet
+    models = ModelSet(device="auto", dtype="float32")               # nothing loaded yet (TF32 off)
     request = TaskRequest(tasks=("tag", "classify", "embed"), labels=("a cat", "a dog"))
     jobs = models.jobs(request)                                      # loads JoyTag and SigLIP
     for record in taglens.engine.run(paths, jobs): ...
@@ -78,23 +78,29 @@ class ModelSet:
     compile: bool = False
     """Compile each model's forward pass (``torch.compile``): faster per image after ~30 s of
     compiling per model; for long runs and the server."""
+    tf32: bool = False
+    """Let float32 CUDA matmuls and cuDNN convolutions use TF32 (faster on Ampere and later GPUs,
+    ~1e-3 relative error per operation). Off: IEEE float32, the reference numbers."""
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def load_tagger(self) -> Tagger:
         from taglens.tagging import Tagger
 
-        return self._get("tag", lambda: Tagger.from_pretrained(self.tagger, device=self.device, dtype=self.dtype))
+        return self._get("tag", lambda: Tagger.from_pretrained(self.tagger, device=self.device, dtype=self.dtype,
+                                                               tf32=self.tf32))
 
     def load_embedder(self) -> Embedder:
         from taglens.zeroshot import Embedder
 
-        return self._get("siglip", lambda: Embedder.from_pretrained(self.siglip, device=self.device, dtype=self.dtype))
+        return self._get("siglip", lambda: Embedder.from_pretrained(self.siglip, device=self.device, dtype=self.dtype,
+                                                                    tf32=self.tf32))
 
     def load_nsfw(self) -> NsfwDetector:
         from taglens.nsfw import NsfwDetector
 
-        return self._get("nsfw", lambda: NsfwDetector.from_pretrained(self.nsfw_model, device=self.device, dtype=self.dtype))
+        return self._get("nsfw", lambda: NsfwDetector.from_pretrained(self.nsfw_model, device=self.device,
+                                                                      dtype=self.dtype, tf32=self.tf32))
 
     def jobs(self, request: TaskRequest) -> list[Job]:
         """One job per model family the request needs (classify and embed share SigLIP's)."""

@@ -50,7 +50,7 @@ import numpy as np
 from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError, LabelsError
 from taglens.images import ImageSource
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.siglip import DEFAULT_MODEL, ImageTextModel, Kind, load
 from taglens.records import LabelScore, Record
 
@@ -75,9 +75,11 @@ class Embedder:
         revision: str | None = None,
         device: str = "auto",
         dtype: str = "float32",
+        tf32: bool = False,
     ) -> Embedder:
-        """Load any SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder."""
-        return cls(load(model, revision, device=device, dtype=dtype))
+        """Load any SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder
+        (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.runtime`)."""
+        return cls(load(model, revision, device=device, dtype=dtype, tf32=tf32))
 
     # Identity and calibration, read by the library, the service and stored results.
     @property
@@ -105,7 +107,7 @@ class Embedder:
         return self.model.logit_bias
 
     @property
-    def transform(self) -> HfImageTransform:
+    def transform(self) -> ImageTransform:
         return self.model.transform
 
     def text_probability(self, cosines: np.ndarray | float) -> np.ndarray:
@@ -255,8 +257,9 @@ class ZeroShotClassifier:
         device: str = "auto",
         dtype: str = "float32",
         templates: Sequence[str] = DEFAULT_TEMPLATES,
+        tf32: bool = False,
     ) -> ZeroShotClassifier:
-        return cls(Embedder.from_pretrained(model, revision, device, dtype), templates)
+        return cls(Embedder.from_pretrained(model, revision, device, dtype, tf32), templates)
 
     def job(self, labels: Sequence[str], *, threshold: float | None = None, top_k: int | None = None,
             embedding: bool = False) -> ImageTextJob:

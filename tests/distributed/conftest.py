@@ -1,5 +1,6 @@
 """One local Ray instance per test module (Ray takes seconds to start), shut down after it and
-checked to leave no Ray process behind."""
+checked to leave no Ray process behind. It is always a new instance of its own
+(``address="local"``), so a ``ray start --head`` left running on the machine changes nothing."""
 
 from __future__ import annotations
 

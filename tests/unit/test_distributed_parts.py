@@ -76,7 +76,8 @@ def test_actor_pool_size(resources, options, expected):
 def test_ray_init_arguments(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     local = distributed.ray_init_arguments(num_cpus=2, runtime_env={"env_vars": {"PYTHONPATH": "/x"}})
-    assert local["address"] is None and local["num_cpus"] == 2 and local["include_dashboard"] is False
+    # "local": a new instance of our own, never a cluster that happens to run on this machine
+    assert local["address"] == "local" and local["num_cpus"] == 2 and local["include_dashboard"] is False
     assert local["runtime_env"]["env_vars"]["PYTHONPATH"].split(":") == [SRC, "/x"]
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     remote = distributed.ray_init_arguments()

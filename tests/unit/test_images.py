@@ -210,24 +210,34 @@ def test_corrupt_exif_keeps_image_as_stored():
 
 # --- JPEG draft mode --------------------------------------------------------------------------------
 
+def test_jpeg_draft_is_off_by_default():
+    data = encode(photo(1600, 1200), "JPEG", quality=90)
+    full = decode(data, DecodeOptions(target_size=32))  # 37x the target: drafted at 1/8 if it were on
+    assert full.draft_scale == 1 and full.image.size == (1600, 1200)
+    assert DecodeOptions().draft is False
+    with Image.open(io.BytesIO(data)) as reference:
+        assert np.array_equal(np.asarray(full.image), np.asarray(reference.convert("RGB")))
+
+
 def test_jpeg_draft_decodes_at_reduced_scale_only_when_twice_the_target():
     data = encode(photo(1600, 1200), "JPEG", quality=90)
-    drafted = decode(data, DecodeOptions(target_size=224))
+    drafted = decode(data, DecodeOptions(target_size=224, draft=True))
     assert drafted.draft_scale == 4 and drafted.image.size == (400, 300)
     assert (drafted.width, drafted.height) == (1600, 1200)  # the file's real size is kept
     assert min(drafted.image.size) >= 224
     full = decode(data, DecodeOptions(target_size=224, draft=False))
     assert full.draft_scale == 1 and full.image.size == (1600, 1200)
-    near = decode(data, DecodeOptions(target_size=700))  # 1200 // 700 < 2: no draft
+    near = decode(data, DecodeOptions(target_size=700, draft=True))  # 1200 // 700 < 2: no draft
     assert near.draft_scale == 1 and near.image.size == (1600, 1200)
-    assert decode(data).draft_scale == 1  # no target, no draft
+    assert decode(data, DecodeOptions(draft=True)).draft_scale == 1  # no target, no draft
 
 
 def test_draft_with_exif_turn_reports_displayed_size():
     exif = Image.Exif()
     exif[0x0112] = 6
     data = encode(photo(1600, 800), "JPEG", exif=exif.tobytes())
-    drafted = decode(data, DecodeOptions(target_size=200))
+    drafted = decode(data, DecodeOptions(target_size=200, draft=True))
+    assert drafted.draft_scale > 1
     assert (drafted.width, drafted.height) == (800, 1600)
     assert drafted.image.size == (800 // drafted.draft_scale, 1600 // drafted.draft_scale)
 
@@ -339,6 +349,40 @@ def test_no_global_pillow_setting_changes():
         decode(png_bytes(30000, 30000), DecodeOptions(max_pixels=10))
     after = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, dict(Image.OPEN), list(Image.ID))
     assert before == after
+    # Outside a taglens decode, Pillow's own bound still warns and refuses as configured.
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(io.BytesIO(png_bytes(10000, 10000))).close()
+    with pytest.raises(Image.DecompressionBombError, match="could be decompression bomb"):
+        Image.open(io.BytesIO(png_bytes(14000, 14000)))
+
+
+@pytest.mark.parametrize("side, limit", [
+    (1500, 3_000_000),   # beyond Pillow's refusal bound (2x its limit), within ours: decoded
+    (1200, 3_000_000),   # in Pillow's warning band, within ours: decoded, no warning
+    (1500, 2_000_000),   # beyond ours: our refusal, our message
+    (800, 500_000),      # below Pillow's bound but beyond ours: our refusal
+])
+def test_max_pixels_is_the_only_limit(monkeypatch, side, limit):
+    """Pillow's bound (lowered here to 1 MP so the test stays small) plays no part: above or below
+    it the limit is taglens's, with taglens's message, and no DecompressionBombWarning is raised."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    data = png_bytes(side, side, rows=side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any DecompressionBombWarning fails the test
+        if side * side <= limit:
+            assert decode(data, DecodeOptions(max_pixels=limit)).image.size == (side, side)
+            return
+        with pytest.raises(ImageDecodeError) as info:
+            decode(data, DecodeOptions(max_pixels=limit))
+    assert info.value.reason == f"too large: {side}x{side} = {side * side} pixels, limit {limit}"
+
+
+def test_at_pillows_real_bound_the_message_is_ours():
+    with pytest.raises(ImageDecodeError) as info:  # Pillow itself refuses this header (> 2 x 89.5 MP)
+        decode(png_bytes(14000, 14000), DecodeOptions(max_pixels=150_000_000))
+    assert info.value.reason == "too large: 14000x14000 = 196000000 pixels, limit 150000000"
 
 
 # --- property-based: arbitrary bytes ----------------------------------------------------------------

@@ -91,7 +91,9 @@ def test_bad_inputs_become_error_records_in_place(detector, tmp_path):
     assert records[1].nsfw is None and "not an image" in records[1].error
     assert records[0].sha256 and records[0].width == 97
     [single] = detector(str(good))  # one source gives a list of one record
-    assert single.nsfw == records[0].nsfw
+    # A batch of one and a batch of two differ in float32 rounding only (BLAS kernels depend on the shape).
+    assert (single.nsfw.label, single.nsfw.flagged) == (records[0].nsfw.label, records[0].nsfw.flagged)
+    assert single.nsfw.scores == pytest.approx(records[0].nsfw.scores, abs=1e-6, rel=0)
 
 
 def test_the_job_has_the_engine_shape(detector, checkpoints):

@@ -26,7 +26,8 @@ LABELS = ["a cat", "a dog", "a car", "a boat"]
 
 @pytest.fixture(scope="module")
 def models(checkpoints):
-    return {name: load(checkpoints[name], device="cpu") for name in ("siglip16", "siglip64", "clip")}
+    return {name: load(checkpoints[name], device="cpu")
+            for name in ("siglip16", "siglip64", "clip", "siglip16_tf5", "clip_tf5")}
 
 
 def test_text_length_is_the_checkpoints_own(models):
@@ -36,12 +37,14 @@ def test_text_length_is_the_checkpoints_own(models):
     assert [models[n].kind for n in ("siglip16", "siglip64", "clip")] == ["siglip", "siglip", "clip"]
 
 
-def test_siglip16_equals_the_model_card_and_the_pipeline_cannot_run_it(checkpoints):
+@pytest.mark.parametrize("name", ["siglip16", "siglip16_tf5"])
+def test_siglip16_equals_the_model_card_and_the_pipeline_cannot_run_it(checkpoints, name):
     """The seed card: processor(text, images, padding="max_length"), model, sigmoid of
-    logits_per_image. transformers' pipeline pads SigLIP to 64 and fails on a 16-token model."""
+    logits_per_image. transformers' pipeline pads SigLIP to 64 and fails on a 16-token model.
+    Both folder layouts: the hub's, and transformers 5's save_pretrained (processor_config.json)."""
     from transformers import AutoModel, AutoProcessor, pipeline
 
-    folder = checkpoints["siglip16"]
+    folder = checkpoints[name]
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
     prompts = [f"This is a photo of {label}." for label in LABELS]
@@ -64,7 +67,7 @@ def test_siglip16_equals_the_model_card_and_the_pipeline_cannot_run_it(checkpoin
         pipe(IMAGES[0], candidate_labels=LABELS)
 
 
-@pytest.mark.parametrize("name", ["siglip16", "siglip64", "clip"])
+@pytest.mark.parametrize("name", ["siglip16", "siglip64", "clip", "siglip16_tf5", "clip_tf5"])
 def test_features_match_get_image_and_text_features(checkpoints, models, name):
     from transformers import AutoModel, AutoProcessor, AutoTokenizer
 
@@ -73,7 +76,7 @@ def test_features_match_get_image_and_text_features(checkpoints, models, name):
     model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
     pixels = AutoProcessor.from_pretrained(folder)(images=IMAGES, return_tensors="pt")["pixel_values"]
     texts = ["a cat", "This is a photo of a boat."]
-    length = 16 if name == "siglip16" else 64 if name == "siglip64" else None
+    length = {"siglip16": 16, "siglip16_tf5": 16, "siglip64": 64}.get(name)
     tokens = AutoTokenizer.from_pretrained(folder)(
         texts, padding="max_length" if length else True, max_length=length, return_tensors="pt"
     )

@@ -29,7 +29,7 @@ def pipeline_scores(folder, images):
     return [{d["label"]: d["score"] for d in out} for out in pipe(list(images))]
 
 
-@pytest.mark.parametrize("name,activation", [("vit", "softmax"), ("vit_multi", "sigmoid")])
+@pytest.mark.parametrize("name,activation", [("vit", "softmax"), ("vit_multi", "sigmoid"), ("vit_tf5", "softmax")])
 def test_scores_equal_the_transformers_pipeline(checkpoints, name, activation):
     classifier = ImageClassifier.from_pretrained(str(checkpoints[name]), device="cpu")
     assert classifier.activation == activation

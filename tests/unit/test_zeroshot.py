@@ -75,7 +75,8 @@ def test_the_label_cache_is_bounded(checkpoints):
     assert len(embedder._cache) == 5  # a call's own labels always fit
     embedder.label_embeddings(OTHERS[5:6])
     assert len(embedder._cache) == 3
-    assert np.array_equal(embedder.label_embeddings(OTHERS[:5]), first)
+    # Evicted labels are encoded again in a batch of another shape: equal to float32 rounding.
+    np.testing.assert_allclose(embedder.label_embeddings(OTHERS[:5]), first, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["siglip64", "clip"])

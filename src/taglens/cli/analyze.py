@@ -121,7 +121,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     if resume and engine == "local" and (output in (None, "-") or fmt == "parquet"):
         raise click.UsageError("--resume appends to a jsonl or csv --output file")
     try:
-        Placement.resolve(runtime["device"], runtime["dtype"])
+        Placement.resolve(runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     request = TaskRequest(
@@ -136,7 +136,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         positive_labels=tuple(p.strip() for p in positive_label.split(",") if p.strip()),
     )
     models = ModelSet(tagger=tagger, siglip=siglip, nsfw_model=nsfw_model, device=runtime["device"],
-                      dtype=runtime["dtype"], compile=runtime["compile_models"])
+                      dtype=runtime["dtype"], compile=runtime["compile_models"], tf32=runtime["tf32"])
     if engine == "ray":
         from taglens.distributed import RayOptions
 

@@ -57,7 +57,7 @@ def classify(paths: tuple[str, ...], recursive: bool, labels: tuple[str, ...], l
         taglens classify scans/ --labels-file labels.txt --threshold 0.1 -f csv -o labels.csv
     """
     names = collect_labels(labels, labels_file)
-    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     if runtime["compile_models"]:
         embedder.compile()
     with echo_truncation_warnings():
@@ -81,7 +81,7 @@ def collect_labels(labels: tuple[str, ...], labels_file: str | None) -> list[str
     return names
 
 
-def load_embedder(model: str, revision: str | None, device: str, dtype: str) -> Embedder:
+def load_embedder(model: str, revision: str | None, device: str, dtype: str, *, tf32: bool = False) -> Embedder:
     """The Embedder for ``--model``; a device that is not there is a usage error, not a traceback."""
     from taglens.runtime import resolve_device
     from taglens.zeroshot import Embedder
@@ -90,7 +90,7 @@ def load_embedder(model: str, revision: str | None, device: str, dtype: str) -> 
         resolve_device(device)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--device'") from None
-    return Embedder.from_pretrained(model, revision, device=device, dtype=dtype)
+    return Embedder.from_pretrained(model, revision, device=device, dtype=dtype, tf32=tf32)
 
 
 @contextmanager

@@ -44,7 +44,7 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
         raise click.UsageError("nothing to embed: give image PATHs or --text 'some text'")
     from taglens.arrow import job_metadata
 
-    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"])
+    embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     if runtime["compile_models"]:
         embedder.compile()
     job = embedder.job(embedding=True)

@@ -100,7 +100,8 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
         check_folder(move_to or copy_to)  # type: ignore[arg-type]
     try:
         detector = NsfwDetector.from_pretrained(model, revision, device=device, dtype=dtype,
-                                                positive_label=positive_label, threshold=threshold)
+                                                tf32=bool(runtime["tf32"]), positive_label=positive_label,
+                                                threshold=threshold)
     except ValueError as exc:  # device, dtype or threshold out of range (labels raise TaglensError)
         raise click.UsageError(str(exc)) from None
     if runtime["compile_models"]:

@@ -85,11 +85,14 @@ runtime_options = stack(
                  help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
                  show_default=True, help="Model precision."),
+    click.option("--tf32", is_flag=True,
+                 help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative; "
+                      "docs/models.md). Off: IEEE float32, the reference numbers."),
     click.option("--workers", type=click.IntRange(min=1), default=None,
                  help="Decode threads (default: min(4, CPU count))."),
-    click.option("--draft/--no-draft", default=True, show_default=True,
+    click.option("--draft/--no-draft", default=False, show_default=True,
                  help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
-                      "and moves the model inputs slightly."),
+                      "but moves the scores. Off: a full decode, the reference numbers."),
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images with more pixels (decompression bombs)."),
     click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,

@@ -38,6 +38,8 @@ MiB = 1024 * 1024
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
               show_default=True, help="Model precision.")
+@click.option("--tf32", is_flag=True,
+              help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative; docs/models.md).")
 @click.option("--api-key", envvar="TAGLENS_SERVE_API_KEY", show_envvar=True, default=None,
               help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY) on every API route; "
                    "at least 16 characters. Prefer the environment variable to the flag.")
@@ -63,9 +65,9 @@ MiB = 1024 * 1024
               help="Seconds a client has to send its request body (408 beyond).")
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
               help="Decode threads (default: min(4, CPU count)).")
-@click.option("--draft/--no-draft", default=True, show_default=True,
+@click.option("--draft/--no-draft", default=False, show_default=True,
               help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
-                   "and moves the model inputs slightly.")
+                   "but moves the scores. Off: a full decode, the reference numbers.")
 @click.option("--allow-path", "allow_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A folder whose files JSON requests may name by path (repeatable; none by default).")
 @click.option("--cors-origin", "cors_origins", multiple=True,

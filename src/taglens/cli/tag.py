@@ -62,14 +62,15 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
                             prefix, existing)
     captions = writer is not None
     try:
-        Placement.resolve(runtime["device"], runtime["dtype"])
+        Placement.resolve(runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     selection = TagSelection.from_files(
         threshold=threshold, thresholds_file=thresholds_file, top_k=top_k,
         exclude=[t for text in exclude for t in split_tags(text)], exclude_file=exclude_file,
     )
-    tagger = Tagger.from_pretrained(model, revision, device=runtime["device"], dtype=runtime["dtype"])
+    tagger = Tagger.from_pretrained(model, revision, device=runtime["device"], dtype=runtime["dtype"],
+                                    tf32=runtime["tf32"])
     if runtime["compile_models"]:
         tagger.compile()
     job = tagger.job(selection)

@@ -107,6 +107,7 @@ def load_models(
     dtype: str = "float32",
     tag_threshold: float = TAG_THRESHOLD,
     model_set: ModelSet | None = None,
+    tf32: bool = False,
 ) -> list[LazyModel]:
     """The real model families for an index run, each loaded only if something needs it.
 
@@ -120,7 +121,7 @@ def load_models(
 
     if model_set is None:
         model_set = ModelSet(tagger=tagger or DEFAULT_TAGGER, siglip=siglip or DEFAULT_SIGLIP,
-                             nsfw_model=nsfw_model or DEFAULT_NSFW, device=device, dtype=dtype)
+                             nsfw_model=nsfw_model or DEFAULT_NSFW, device=device, dtype=dtype, tf32=tf32)
     sources: list[LazyModel] = []
     if tagger is not None:
         def tag_job() -> Job:
@@ -148,7 +149,7 @@ def nsfw_detector(model_set: ModelSet) -> NsfwDetector:
         from taglens.nsfw import NsfwDetector
 
         classifier = ImageClassifier.from_pretrained(os.fspath(model_set.nsfw_model), device=model_set.device,
-                                                     dtype=model_set.dtype)
+                                                     dtype=model_set.dtype, tf32=model_set.tf32)
         unsafe = [label for label in classifier.labels if label.lower() not in SAFE_LABELS]
         if not unsafe:
             raise

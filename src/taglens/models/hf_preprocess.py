@@ -1,33 +1,79 @@
-"""transformers' image-processor recipe, read from a checkpoint's ``preprocessor_config.json``.
+"""transformers' image-processor recipe, resolved by transformers itself and run on lookup tables.
 
-Used by every transformers-based family (SigLIP, SigLIP 2 fixed-size, CLIP, ViT classifiers).
-The recipe, matching transformers' Pillow backend value for value:
+Used by every transformers-based family (SigLIP, SigLIP 2 fixed-size, CLIP, image classifiers).
+`load_transform` asks transformers for the checkpoint's image processor
+(``AutoImageProcessor.from_pretrained(folder, backend="pil")``), so ``preprocessor_config.json``,
+the ``processor_config.json`` that transformers 5's ``save_pretrained`` writes (the image processor
+nested inside it) and every omitted key mean exactly what they mean to transformers: an omitted
+``resample`` is the processor class's own (bicubic for SigLIP and CLIP, bilinear for ViT). Its
+resolved attributes then become an `HfImageTransform`, which matches transformers' Pillow backend
+value for value:
 
-1. resize with Pillow (``resample`` from the config) either to ``size.height x size.width`` or so
-   the shortest edge is ``size.shortest_edge`` (long edge ``int(short * long / short_in)``);
+1. resize with Pillow (``resample``) either to ``size.height x size.width`` or so the shortest
+   edge is ``size.shortest_edge`` (long edge ``int(short * long / short_in)``);
 2. optional centre crop to ``crop_size`` (zero padding where the image is smaller);
 3. ``x = float32(float64(u8) * rescale_factor)``, then ``(x - mean) / std`` in float32.
 
-Steps 3 runs through a per-channel 256-entry lookup table computed with exactly that
-arithmetic, so the result is bit-identical to the processor's and several times faster.
+Step 3 runs through a per-channel 256-entry lookup table computed with exactly that arithmetic,
+so the result is bit-identical to the processor's and several times faster. A processor with
+steps of its own (ConvNeXt's ``crop_pct``, padding, aspect-ratio bounds, ...) is run as it is
+(`ProcessorTransform`): exact, without the lookup-table speed.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
 from taglens.errors import CheckpointError
 
-# Where a shortest-edge resize would make the long side this many times the crop, resize only
-# the source region that lands in the crop (an extreme panorama would otherwise need gigabytes).
-_MAX_LONG_SIDE_FACTOR = 16
+# Where a shortest-edge resize before a centre crop would make an image of more pixels than this
+# (a 1:300 panorama under a 224 px recipe; a 1x100000 strip would need gigabytes), resize only the
+# source region that lands in the crop: the same output grid, within a few grey levels of the
+# processor's. Below it the processor's own steps are taken, bit for bit.
+MAX_RESIZED_PIXELS = 2**24
+
+# The processor methods whose Pillow-backend versions `HfImageTransform` reproduces; a processor
+# class that overrides any of them has a recipe of its own and is run as it is.
+_STANDARD_STEPS = ("preprocess", "_preprocess_image_like_inputs", "_prepare_image_like_inputs", "process_image",
+                   "_standardize_kwargs", "_preprocess", "resize", "center_crop", "rescale", "normalize")
+
+
+def load_image_processor(folder: str | Path) -> Any:
+    """transformers' own image processor for a checkpoint folder (its Pillow backend, the one
+    whose arithmetic `HfImageTransform` reproduces)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
+    except Exception as exc:  # OSError (no config), ValueError (unknown type), KeyError, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{folder}: transformers cannot load its image processor from preprocessor_config.json or "
+            f"processor_config.json ({text})"
+        ) from None
+    validate = getattr(processor, "_validate_preprocess_kwargs", None)  # what its __call__ would refuse
+    try:
+        if validate is not None:
+            validate(**{name: getattr(processor, name, None) for name in getattr(processor, "_valid_kwargs_names", ())})
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{folder}: its image processor settings are refused by transformers ({exc})") from None
+    return processor
+
+
+def load_transform(folder: str | Path) -> ImageTransform:
+    """The checkpoint's image preprocessing: an `HfImageTransform` for the standard recipe, else
+    a `ProcessorTransform` running the processor itself."""
+    processor = load_image_processor(folder)
+    try:
+        return HfImageTransform.from_processor(processor)
+    except NotImplementedError:
+        return ProcessorTransform.of(processor)
 
 
 @dataclass(frozen=True)
@@ -45,37 +91,42 @@ class HfImageTransform:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> HfImageTransform:
-        path = Path(folder) / "preprocessor_config.json"
+        """The recipe of a checkpoint whose processor is the standard one (see `load_transform`
+        for any checkpoint)."""
+        processor = load_image_processor(folder)
         try:
-            config = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: missing (the checkpoint's image preprocessing is read from it)") from None
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable ({exc})") from None
-        return cls.from_config(config, source=str(path))
+            return cls.from_processor(processor)
+        except NotImplementedError as exc:
+            raise CheckpointError(f"{folder}: {exc}") from None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], *, source: str = "preprocessor_config.json") -> HfImageTransform:
-        size = config.get("size") or {}
-        if isinstance(size, int):
-            size = {"shortest_edge": size} if not config.get("default_to_square", True) else {"height": size, "width": size}
-        fields: dict[str, Any] = {"resample": int(config.get("resample", Image.Resampling.BILINEAR))}
-        if config.get("do_resize", True):
-            if "height" in size and "width" in size:
-                fields.update(height=int(size["height"]), width=int(size["width"]))
-            elif set(size) == {"shortest_edge"}:
-                fields["shortest_edge"] = int(size["shortest_edge"])
+    def from_processor(cls, processor: Any) -> HfImageTransform:
+        """Read a loaded transformers image processor's resolved attributes. Raises
+        `NotImplementedError` for a processor with steps of its own (use `ProcessorTransform`)."""
+        from transformers.image_processing_backends import PilBackend
+
+        kind = type(processor)
+        custom = [name for name in _STANDARD_STEPS if getattr(kind, name, None) is not getattr(PilBackend, name)]
+        if not isinstance(processor, PilBackend) or custom:
+            raise NotImplementedError(f"{kind.__name__} has its own steps ({', '.join(custom) or 'not Pillow'})")
+        if getattr(processor, "do_pad", None):
+            raise NotImplementedError(f"{kind.__name__} pads its images")
+        resample = processor.resample
+        fields: dict[str, Any] = {"resample": int(Image.Resampling.BILINEAR if resample is None else resample)}
+        if processor.do_resize:
+            size = processor.size
+            if size.height and size.width and not (size.shortest_edge or size.longest_edge):
+                fields.update(height=int(size.height), width=int(size.width))
+            elif size.shortest_edge and not (size.longest_edge or size.height or size.width):
+                fields["shortest_edge"] = int(size.shortest_edge)
             else:
-                raise CheckpointError(f"{source}: resize by {size} is not supported (height/width or shortest_edge)")
-        if config.get("do_center_crop", False):
-            crop = config.get("crop_size") or {}
-            if isinstance(crop, int):
-                crop = {"height": crop, "width": crop}
-            fields["crop"] = (int(crop["height"]), int(crop["width"]))
-        fields["rescale_factor"] = float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else None
-        if config.get("do_normalize", True):
-            fields["mean"] = tuple(float(v) for v in _three(config.get("image_mean", 0.5)))
-            fields["std"] = tuple(float(v) for v in _three(config.get("image_std", 0.5)))
+                raise NotImplementedError(f"{kind.__name__} resizes by {dict(size)}")
+        if processor.do_center_crop:
+            fields["crop"] = (int(processor.crop_size.height), int(processor.crop_size.width))
+        fields["rescale_factor"] = float(processor.rescale_factor) if processor.do_rescale else None
+        if processor.do_normalize:
+            fields["mean"] = tuple(float(v) for v in _three(processor.image_mean))
+            fields["std"] = tuple(float(v) for v in _three(processor.image_std))
         return cls(**fields)
 
     @property
@@ -105,7 +156,7 @@ class HfImageTransform:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        if self.crop is not None and new_long > _MAX_LONG_SIDE_FACTOR * max(self.crop):
+        if self.crop is not None and new_w * new_h > MAX_RESIZED_PIXELS:
             # Resize just the source box that the centre crop keeps: the same output grid.
             crop_h, crop_w = self.crop
             left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
@@ -127,6 +178,30 @@ class HfImageTransform:
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         return np.stack([(scaled - mean[c]) / std[c] for c in range(3)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ProcessorTransform:
+    """A transformers image processor with steps of its own, run as it is on each image: exact,
+    without the lookup tables. ``recipe`` (its class and settings) decides equality, so equal
+    processors still share one tensor per image."""
+
+    recipe: str
+    input_size: int
+    processor: Any = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, processor: Any) -> ProcessorTransform:
+        sides = [int(v) for attr in ("size", "crop_size") for v in dict(getattr(processor, attr, None) or {}).values()
+                 if isinstance(v, int) and v > 0]
+        return cls(f"{type(processor).__name__} {processor.to_json_string()}", max(sides, default=0), processor)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        pixels = self.processor(images=image, return_tensors="np")["pixel_values"][0]
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+ImageTransform = Union[HfImageTransform, ProcessorTransform]
 
 
 def _three(value: float | list[float]) -> list[float]:

@@ -4,8 +4,9 @@ One loaded checkpoint (`ImageTextModel`, made by `load`) turns pixel batches and
 L2-normalised float32 embeddings, and cosines into the model's own scores, with the numbers
 transformers gives (its model cards and its zero-shot pipeline):
 
-- **Images**: the checkpoint's ``preprocessor_config.json`` through `HfImageTransform`
-  (bit-identical to its image processor), then ``get_image_features``.
+- **Images**: the checkpoint's image processor as transformers resolves it
+  (``preprocessor_config.json`` or transformers 5's ``processor_config.json``), run by
+  `taglens.models.hf_preprocess` bit-identically, then ``get_image_features``.
 - **Text**: the checkpoint's own tokenizer. SigLIP is padded with ``padding="max_length"`` to
   its text length, the tokenizer's ``model_max_length`` bounded by the text config's
   ``max_position_embeddings`` (16 for so400m-patch14-224, 64 for most others): its text tower
@@ -19,7 +20,8 @@ transformers gives (its model cards and its zero-shot pipeline):
   pipeline does. Always computed in float32, whatever the model's dtype.
 
 SigLIP 2 NaFlex checkpoints (``model_type: siglip2``, variable resolution) are refused with a
-`CheckpointError`: their patch-sequence inputs do not fit the fixed-size image batches here.
+`CheckpointError`: their patch-sequence inputs do not fit the fixed-size image batches here. So
+is a checkpoint whose tensors do not fill both towers exactly (`taglens.models.hf_loading`).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ import torch
 
 from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.hub import ResolvedModel, resolve_model
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_loading import load_strict
+from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "google/siglip-so400m-patch14-224"
 KINDS = {"siglip": "siglip", "clip": "clip"}
+KIND_NAMES = {"siglip": "SigLIP", "clip": "CLIP"}
 CLIP_PAD_MULTIPLE = 16
 TEXT_BATCH_SIZE = 64
 
@@ -55,7 +59,7 @@ class ImageTextModel:
 
     model: torch.nn.Module
     tokenizer: Any
-    transform: HfImageTransform
+    transform: ImageTransform
     placement: Placement
     kind: Kind
     model_id: str
@@ -134,8 +138,14 @@ class ImageTextModel:
         return logits.astype(np.float32, copy=False)
 
     def scores(self, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
-        """(B, D) x (L, D) -> (B, L) scores: SigLIP sigmoids, CLIP a softmax over the L texts."""
-        logits = self.logits(np.asarray(image_embeddings, np.float32) @ np.asarray(text_embeddings, np.float32).T)
+        """(B, D) x (L, D) -> (B, L) scores: SigLIP sigmoids, CLIP a softmax over the L texts.
+
+        Each image's row is its own matrix-vector product, so a row's scores are the same bits
+        whatever other rows share the call (the HTTP service finishes any subset of a batch)."""
+        texts = np.asarray(text_embeddings, np.float32)
+        images = np.asarray(image_embeddings, np.float32).reshape(-1, texts.shape[-1])
+        cosines = np.stack([texts @ row for row in images]) if len(images) else np.empty((0, len(texts)), np.float32)
+        logits = self.logits(cosines)
         if self.kind == "siglip":
             return _sigmoid(logits)
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -157,26 +167,23 @@ def load(
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
+    tf32: bool = False,
 ) -> ImageTextModel:
-    """Load a SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder."""
+    """Load a SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder
+    (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.runtime`)."""
     resolved = resolve_model(model, revision)
     kind = checkpoint_kind(resolved)
-    placement = Placement.resolve(device, dtype)
-    transform = HfImageTransform.from_pretrained(resolved.folder)
+    placement = Placement.resolve(device, dtype, tf32=tf32)
+    transform = load_transform(resolved.folder)
 
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our output
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.folder)
-        network = AutoModel.from_pretrained(resolved.folder, use_safetensors=True, dtype=placement.dtype)
+        network = load_strict(AutoModel, resolved.folder, model_id=resolved.model_id, what=KIND_NAMES[kind],
+                              dtype=placement.dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{resolved.model_id}: could not load as a {kind} checkpoint ({exc})") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     network = placement.module(network)
     config = network.config
     text_length = min(int(tokenizer.model_max_length), int(config.text_config.max_position_embeddings))

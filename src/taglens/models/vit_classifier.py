@@ -3,16 +3,14 @@ forward, probabilities.
 
 The default is ``Falconsai/nsfw_image_detection`` (ViT-B/16 at 224 px, labels ``normal`` /
 ``nsfw``), but nothing here is specific to it: the labels come from ``config.id2label``, the
-preprocessing from ``preprocessor_config.json`` (`HfImageTransform`, bit-identical to the
-checkpoint's own image processor), and the activation from the config exactly as
+preprocessing from the image processor transformers resolves for the folder
+(`taglens.models.hf_preprocess`, bit-identical to it), and the activation from the config exactly as
 transformers' image-classification pipeline chooses it (`activation_for`). Logits are always
 taken to float32 before the activation, whatever dtype the model runs in.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +19,8 @@ import torch
 
 from taglens.errors import CheckpointError
 from taglens.hub import ResolvedModel, resolve_model
-from taglens.models.hf_preprocess import HfImageTransform
+from taglens.models.hf_loading import load_strict
+from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement
 
 DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
@@ -73,7 +72,7 @@ class ImageClassifier:
     """
 
     model: torch.nn.Module
-    transform: HfImageTransform
+    transform: ImageTransform
     labels: tuple[str, ...]
     activation: Activation
     placement: Placement
@@ -90,11 +89,13 @@ class ImageClassifier:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
+        tf32: bool = False,
     ) -> ImageClassifier:
-        """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``."""
+        """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``
+        (``tf32``: let float32 CUDA matmuls and convolutions use TF32, see `taglens.runtime`)."""
         from transformers import AutoConfig, AutoModelForImageClassification
 
-        placement = Placement.resolve(device, dtype)
+        placement = Placement.resolve(device, dtype, tf32=tf32)
         resolved: ResolvedModel = resolve_model(model, revision)
         try:
             config = AutoConfig.from_pretrained(resolved.folder)
@@ -102,25 +103,16 @@ class ImageClassifier:
             raise CheckpointError(f"{resolved.model_id}: unreadable config.json ({exc})") from None
         if not getattr(config, "id2label", None):
             raise CheckpointError(f"{resolved.model_id}: config.json has no id2label; not a classifier")
-        transform = HfImageTransform.from_pretrained(resolved.folder)
+        transform = load_transform(resolved.folder)
         try:
-            with _quiet_transformers():
-                module, info = AutoModelForImageClassification.from_pretrained(
-                    resolved.folder, config=config, use_safetensors=True, output_loading_info=True
-                )
+            # transformers fills weights the checkpoint lacks (e.g. the head of a CLIP checkpoint
+            # loaded as a classifier) with random values: load_strict refuses instead.
+            module = load_strict(AutoModelForImageClassification, resolved.folder, model_id=resolved.model_id,
+                                 what="image-classifier", config=config)
         except ValueError as exc:  # "Unrecognized configuration class ..." for a non-classifier
             raise CheckpointError(
                 f"{resolved.model_id}: not a transformers image classifier ({exc})"
             ) from None
-        # transformers fills weights the checkpoint lacks (e.g. the head of a CLIP checkpoint
-        # loaded as a classifier) with random values: refuse instead of inventing scores.
-        missing = sorted(info.get("missing_keys") or [])
-        missing += sorted(str(k) for k in info.get("mismatched_keys") or [])
-        if missing:
-            raise CheckpointError(
-                f"{resolved.model_id}: not a complete image-classifier checkpoint; weights missing or of the "
-                f"wrong shape: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-            )
         labels = tuple(str(config.id2label[i]) for i in range(config.num_labels))
         return cls(
             model=placement.module(module),
@@ -149,15 +141,3 @@ class ImageClassifier:
         """(B, C, H, W) -> (B, L) float32 scores (softmax, sigmoid or raw, per `activation`)."""
         return probabilities(self.logits(pixels), self.activation)
 
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar for one load, restoring the caller's setting."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging._tqdm_active = False  # not disable_progress_bar(): that also flips huggingface_hub's
-    try:
-        yield
-    finally:
-        hf_logging._tqdm_active = was_enabled

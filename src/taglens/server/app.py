@@ -72,13 +72,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             return shared
         from taglens.zeroshot import Embedder
 
-        return Embedder.from_pretrained(model_id, revision=revision, device=settings.device, dtype=settings.dtype)
+        return Embedder.from_pretrained(model_id, revision=revision, device=settings.device, dtype=settings.dtype,
+                                        tf32=settings.tf32)
 
     catalog = Catalog.open(settings.library, library_embedder) if settings.library is not None else None
     service = None
     try:
         current = {task: row["model_id"] for task, row in (catalog.current_models() if catalog else {}).items()}
-        models = ModelSet(**choose_checkpoints(settings, current), device=settings.device, dtype=settings.dtype)
+        models = ModelSet(**choose_checkpoints(settings, current), device=settings.device, dtype=settings.dtype,
+                          tf32=settings.tf32)
         service = Service(settings, models, app.state.metrics)
         await run_in_threadpool(service.load)
         app.state.model_identities = [

@@ -148,7 +148,8 @@ class Catalog:
             if key in self._thumbnails:
                 self._thumbnails.move_to_end(key)
                 return self._thumbnails[key]
-        image = decode(path, DecodeOptions(target_size=size)).image
+        # A thumbnail is for people, not models: JPEG draft decoding is fine (and much faster) here.
+        image = decode(path, DecodeOptions(draft=True, target_size=size)).image
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)

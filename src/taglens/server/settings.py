@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     """Checkpoints (hub id or folder); None: the one the library was indexed with, else the default."""
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tf32: bool = False
+    """Let float32 CUDA matmuls and cuDNN convolutions use TF32 (opt-in; docs/models.md)."""
     allow_paths: tuple[Path, ...] = ()
     """Folders whose files a JSON request may name by path; none by default."""
 
@@ -71,7 +73,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(32 * MiB, ge=1)
     max_images_per_request: int = Field(64, ge=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
-    draft: bool = True
+    draft: bool = False
+    """JPEG draft decoding (opt-in: it moves the scores; docs/decoding.md)."""
     thumbnail_size: int = Field(256, ge=16, le=2048)
 
     @field_validator("allow_paths")

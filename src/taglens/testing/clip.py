@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from taglens.testing.tokenizers import train_clip_bpe
-from taglens.testing.weights import spread_parameters, write_json
+from taglens.testing.weights import check_layout, resave_with_transformers, spread_parameters, write_json
 
 PRESETS = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -16,12 +16,16 @@ PRESETS = {
 }
 
 
-def write_clip(folder: str | Path, *, preset: str = "tiny", seed: int = 0) -> Path:
+def write_clip(folder: str | Path, *, preset: str = "tiny", seed: int = 0, image_size: int | None = None,
+               patch_size: int | None = None, layout: str = "hub") -> Path:
     """Write config.json, model.safetensors, preprocessor_config.json (shortest-edge resize plus
     centre crop, CLIP's mean/std) and the BPE tokenizer files (vocab.json, merges.txt,
-    tokenizer.json, tokenizer_config.json, special_tokens_map.json)."""
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json). ``image_size`` and
+    ``patch_size`` replace the preset's; ``layout="transformers"`` writes what transformers 5's
+    ``save_pretrained`` of the model and its processor writes."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+    check_layout(layout)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = train_clip_bpe(folder)
@@ -33,7 +37,8 @@ def write_clip(folder: str | Path, *, preset: str = "tiny", seed: int = 0) -> Pa
     })
 
     shape = dict(PRESETS[preset])
-    patch, image_size, projection = shape.pop("patch_size"), shape.pop("image_size"), shape.pop("projection_dim")
+    patch, side, projection = shape.pop("patch_size"), shape.pop("image_size"), shape.pop("projection_dim")
+    patch, image_size = patch_size or patch, image_size or side
     config = CLIPConfig(
         text_config=dict(shape, vocab_size=len(vocab), max_position_embeddings=77,
                          bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
@@ -61,4 +66,4 @@ def write_clip(folder: str | Path, *, preset: str = "tiny", seed: int = 0) -> Pa
         "rescale_factor": 1 / 255,
         "size": {"shortest_edge": image_size},
     })
-    return folder
+    return resave_with_transformers(folder, model) if layout == "transformers" else folder

@@ -50,13 +50,15 @@ def write_joytag(
     seed: int = 0,
     *,
     extra_head_rows: int = 0,
+    image_size: int | None = None,
 ) -> Path:
     """Write config.json, model.safetensors and top_tags.txt for a random JoyTag model.
 
     Weights are spread so that mistakes cannot hide (as in the reference fixture): matrices
     ~ N(0, 1/fan_in), LayerNorm gains 1 + 0.25 N(0, 1), biases 0.1 N(0, 1), layer scales
     0.3 + 0.1 N(0, 1), the head times 4. ``extra_head_rows=9`` writes the older head layout
-    (rating and score rows after the tags).
+    (rating and score rows after the tags). ``image_size`` replaces the preset's (a multiple of
+    the stem's stride, 16).
     """
     from safetensors.torch import save_file
 
@@ -64,7 +66,7 @@ def write_joytag(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    raw = dict(PRESETS[preset])
+    raw = dict(PRESETS[preset]) | ({"image_size": image_size} if image_size else {})
     config = JoyTagConfig.from_dict(raw)
     generator = torch.Generator().manual_seed(seed)
     tensors = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from taglens.testing.tokenizers import train_sentencepiece
-from taglens.testing.weights import spread_parameters, write_json
+from taglens.testing.weights import check_layout, resave_with_transformers, spread_parameters, write_json
 
 # Tower shapes: "tiny" for tests; "so400m-patch14-224" is the default checkpoint's real shape.
 PRESETS = {
@@ -27,18 +27,26 @@ def write_siglip(
     vocab_size: int | None = None,
     resample: int = 3,
     seed: int = 0,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    layout: str = "hub",
 ) -> Path:
     """Write config.json, model.safetensors, preprocessor_config.json and the tokenizer files.
 
     ``text_length`` is both the text tower's ``max_position_embeddings`` and the tokenizer's
     ``model_max_length``: 16 like so400m-patch14-224, 64 like most other SigLIP checkpoints.
+    ``image_size`` and ``patch_size`` replace the preset's. ``layout="transformers"`` writes
+    instead what transformers 5's ``save_pretrained`` of the model and its processor writes
+    (``processor_config.json``, no ``preprocessor_config.json``).
     """
     from transformers import SiglipConfig, SiglipModel
 
+    check_layout(layout)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shape = dict(PRESETS[preset])
-    patch, image_size = shape.pop("patch_size"), shape.pop("image_size")
+    patch, side = shape.pop("patch_size"), shape.pop("image_size")
+    patch, image_size = patch_size or patch, image_size or side
     spm_vocab = 100
     config = SiglipConfig(
         text_config=dict(shape, vocab_size=vocab_size or (32000 if preset != "tiny" else spm_vocab),
@@ -90,4 +98,4 @@ def write_siglip(
         "tokenizer_class": "SiglipTokenizer",
         "unk_token": "<unk>",
     })
-    return folder
+    return resave_with_transformers(folder, model) if layout == "transformers" else folder

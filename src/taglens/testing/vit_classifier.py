@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from taglens.testing.weights import spread_parameters, write_json
+from taglens.testing.weights import check_layout, resave_with_transformers, spread_parameters, write_json
 
 PRESETS = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -23,18 +23,25 @@ def write_vit_classifier(
     labels: tuple[str, ...] = ("normal", "nsfw"),
     multi_label: bool = False,
     seed: int = 0,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    layout: str = "hub",
 ) -> Path:
     """Write config.json (``ViTForImageClassification`` with ``id2label``), model.safetensors
-    and preprocessor_config.json (224 bilinear, mean/std 0.5 in the Falconsai layout).
+    and preprocessor_config.json (bilinear, mean/std 0.5 in the Falconsai layout).
 
     ``multi_label`` sets ``problem_type: multi_label_classification``, which makes the
     transformers pipeline (and taglens) use a sigmoid per label instead of a softmax.
+    ``image_size`` and ``patch_size`` replace the preset's; ``layout="transformers"`` writes what
+    transformers 5's ``save_pretrained`` of the model and its image processor writes.
     """
     from transformers import ViTConfig, ViTForImageClassification
 
+    check_layout(layout)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    shape = PRESETS[preset]
+    shape = dict(PRESETS[preset])
+    shape.update({k: v for k, v in (("image_size", image_size), ("patch_size", patch_size)) if v})
     config = ViTConfig(
         **shape,
         id2label={i: name for i, name in enumerate(labels)},
@@ -56,4 +63,4 @@ def write_vit_classifier(
         "rescale_factor": 1 / 255,
         "size": {"height": shape["image_size"], "width": shape["image_size"]},
     })
-    return folder
+    return resave_with_transformers(folder, model) if layout == "transformers" else folder

@@ -1,4 +1,5 @@
-"""Random weights that spread a model's outputs, so a wrong computation cannot hide.
+"""Random weights that spread a model's outputs, so a wrong computation cannot hide; and the
+folder layout transformers' own ``save_pretrained`` writes.
 
 transformers' default init leaves LayerNorm gains at 1, biases at 0 and logits crowded in a
 corner (SigLIP's logit_bias starts at -10, so every score is ~0). Tests comparing numbers at
@@ -35,3 +36,29 @@ def spread_parameters(model: torch.nn.Module, seed: int) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+LAYOUTS = ("hub", "transformers")
+
+
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+
+
+def resave_with_transformers(folder: Path, model: torch.nn.Module) -> Path:
+    """Replace a hub-layout folder by what transformers' own ``save_pretrained`` of the model
+    and of its processor write: for a model with a tokenizer, ``processor_config.json`` with the
+    image processor nested inside and no ``preprocessor_config.json`` (transformers 5)."""
+    import shutil
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    staging = folder.with_name(folder.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder

@@ -37,8 +37,11 @@ def start(library, folder, log):
 
 
 def committed(library) -> set[str]:
+    """The paths committed so far; none when the kill came before the schema was written."""
     conn = sqlite3.connect(library / "library.db")
     try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'").fetchone() is None:
+            return set()
         return {r[0] for r in conn.execute("SELECT path FROM files WHERE status = 'ok'")}
     finally:
         conn.close()
