@@ -31,7 +31,7 @@ def test_a_bucket_in_and_a_bucket_out(checkpoints, tmp_path):
         result = run_taglens("analyze", "s3://photos/in/", "--engine", "ray", "--tasks", "nsfw",
                              "--nsfw-model", checkpoints["vit"], "-o", "s3://photos/out/", env=s3.env(), timeout=600)
         assert result.returncode == 0, result.stderr
-        assert "4 images: 3 done, 1 errors" in result.stderr
+        assert "4 images: 3 done, 1 error" in result.stderr
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="photos", Prefix="out/")["Contents"]
                 if not o["Key"].endswith("/")]  # folder markers aside
         assert keys and all(k.endswith(".parquet") for k in keys)  # the write check left nothing behind

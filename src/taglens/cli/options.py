@@ -86,8 +86,8 @@ runtime_options = stack(
     click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
                  show_default=True, help="Model precision."),
     click.option("--tf32", is_flag=True,
-                 help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative; "
-                      "docs/models.md). Off: IEEE float32, the reference numbers."),
+                 help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative, "
+                      "not measured here). Off: IEEE float32, the reference numbers."),
     click.option("--workers", type=click.IntRange(min=1), default=None,
                  help="Decode threads (default: min(4, CPU count))."),
     click.option("--draft/--no-draft", default=False, show_default=True,

@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
               show_default=True, help="Model precision.")
 @click.option("--tf32", is_flag=True,
-              help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative; docs/models.md).")
+              help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative).")
 @click.option("--api-key", envvar="TAGLENS_SERVE_API_KEY", show_envvar=True, default=None,
               help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY) on every API route; "
                    "at least 16 characters. Prefer the environment variable to the flag.")

@@ -198,7 +198,7 @@ def test_a_job_failing_on_an_image_keeps_its_other_results_and_is_retried_next_r
     make_photos(folder, 3)
     poison = write_poison(folder / "poison.png")
     poison_nsfw(monkeypatch)
-    with Library.open(tmp_path / "lib") as lib:
+    with Library.open(tmp_path / "lib", create=True) as lib:
         report = lib.index([folder], sources(checkpoints), options=OPTIONS)
         assert (report.computed, report.partial, report.errors) == (4, 1, 0)
         assert "4 computed (1 partial: retried next run)" in report.line()
