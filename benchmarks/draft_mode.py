@@ -22,7 +22,7 @@ import time
 import numpy as np
 from common import DEFAULT_WORKDIR, checkpoint, make_photos
 
-from taglens.images import DecodeOptions, decode
+from taglens.io.decode import DecodeOptions, decode
 from taglens.nsfw import NsfwDetector
 from taglens.tagging import Tagger
 from taglens.zeroshot import Embedder

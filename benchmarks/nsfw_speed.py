@@ -28,7 +28,7 @@ import torch
 from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
 
 from taglens.engine import EngineOptions  # noqa: E402
-from taglens.images import DecodeOptions  # noqa: E402
+from taglens.io.decode import DecodeOptions  # noqa: E402
 from taglens.nsfw import NsfwDetector  # noqa: E402
 
 # taglens decodes in full by default, as the pipeline does; JPEG draft mode (docs/decoding.md) is

@@ -136,7 +136,7 @@ def flops_per_image(models: ModelSet, paths: Sequence[str]) -> float:
     """FLOPs of the three image models for one image (matmuls and convolutions, as torch counts)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from taglens.images import decode_image
+    from taglens.io.decode import decode_image
 
     image = decode_image(paths[0])
     total = 0

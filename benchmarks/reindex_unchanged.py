@@ -3,7 +3,7 @@
     python benchmarks/reindex_unchanged.py [--files 10000]
 
 Writes N small PNGs and three checkpoint folders that only *look* like checkpoints (a config and
-a safetensors file name: enough for `taglens.hub.resolve_model` to give them an identity, useless
+a safetensors file name: enough for `taglens.models.hub.resolve_model` to give them an identity, useless
 to load), indexes once with trivial in-process jobs carrying those identities, then times
 
 - ``taglens index DIR`` as a fresh process (interpreter start and imports included), which must
@@ -61,7 +61,7 @@ def main() -> None:
     from PIL import Image
 
     from taglens.engine import EngineOptions
-    from taglens.hub import resolve_model
+    from taglens.models.hub import resolve_model
     from taglens.library import Library, loaded
 
     root = Path(tempfile.mkdtemp(prefix="taglens-reindex-"))

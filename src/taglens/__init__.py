@@ -15,7 +15,7 @@ from taglens.errors import (
     TagSelectionError,
     UnsafeCheckpointError,
 )
-from taglens.images import DecodedImage, DecodeOptions, decode, decode_image
+from taglens.io.decode import DecodedImage, DecodeOptions, decode, decode_image
 
 # The model and library classes pull in torch and transformers: imported on first use, so that
 # `import taglens` (and a CLI that only indexes an unchanged folder) stays fast.

@@ -1,10 +1,10 @@
 """The one-pass pipeline as a Ray Data job: ``taglens analyze --engine ray`` (see docs/distributed.md).
 
-    driver      check the output location, list the inputs (`taglens.locations`: paths, globs,
+    driver      check the output location, list the inputs (`taglens.io.locations`: paths, globs,
                 s3://...), connect to Ray, then load the models once to plan the job
     CPU tasks   read, hash, decode once, apply each model's transform (`engine.prepare_source`)
     actor pool  one `ModelSet` per actor (one actor per GPU) runs every job (`engine.run_prepared`)
-    writers     Parquet files in the `taglens.arrow` record schema, all in one output folder
+    writers     Parquet files in the `taglens.io.arrow` record schema, all in one output folder
 
 The numbers are the local engine's: the same decode, the same transforms, the same jobs, only
 spread over processes and machines. A bad file becomes an error row in the CPU task, never an
@@ -40,11 +40,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from taglens import engine
-from taglens.arrow import fields_for_tasks, job_metadata, record_schema, records_to_table
+from taglens.io.arrow import fields_for_tasks, job_metadata, record_schema, records_to_table
 from taglens.engine import EngineOptions, Prepared, Transform
 from taglens.errors import TaglensError
-from taglens.images import DecodeOptions
-from taglens.locations import (
+from taglens.io.decode import DecodeOptions
+from taglens.io.locations import (
     Location,
     check_bucket,
     filesystem_for,

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from taglens.errors import ImageDecodeError
-from taglens.images import (
+from taglens.io.decode import (
     DecodedImage,
     DecodeOptions,
     ImageSource,
@@ -55,7 +55,7 @@ class Job(Protocol):
 
     ``name`` is the task ("tag", "classify", "embed", "nsfw"; a job may serve several, e.g.
     "classify+embed" from one SigLIP pass); ``model_id`` and ``revision`` identify the checkpoint
-    (see `taglens.hub.ResolvedModel`) so stored results can be tied to the model that made them.
+    (see `taglens.models.hub.ResolvedModel`) so stored results can be tied to the model that made them.
     """
 
     name: str

@@ -29,7 +29,7 @@ from PIL import Image
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import UnknownLabelError
-from taglens.images import ImageSource
+from taglens.io.decode import ImageSource
 from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.vit_classifier import DEFAULT_MODEL, ImageClassifier
 from taglens.records import NsfwResult, Record

@@ -25,13 +25,13 @@ from PIL import Image
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import TagSelectionError
-from taglens.hub import resolve_model
-from taglens.images import ImageSource
+from taglens.models.hub import resolve_model
+from taglens.io.decode import ImageSource
 from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, load_model, load_tags
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
 from taglens.runtime import CompiledForward, Placement
-from taglens.tagnames import TagNames
+from taglens.models.tagnames import TagNames
 
 DEFAULT_THRESHOLD = 0.4
 
@@ -87,7 +87,7 @@ class TagSelection:
         return hash((self.threshold, tuple(sorted(self.thresholds.items())), self.top_k, self.exclude))
 
     def resolve(self, tags: Sequence[str]) -> ResolvedSelection:
-        """Bind the names to a model's tag list (as `taglens.tagnames.TagNames` does: spaces for
+        """Bind the names to a model's tag list (as `taglens.models.tagnames.TagNames` does: spaces for
         underscores, any case); unknown names raise `UnknownTagError`, a `TagSelectionError`."""
         names = TagNames(tags)
         index = {name: i for i, name in enumerate(tags)}

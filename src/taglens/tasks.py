@@ -67,7 +67,7 @@ class TaskRequest:
 class ModelSet:
     """The model families of one process, each loaded on first use and then shared.
 
-    ``tagger``, ``siglip`` and ``nsfw_model`` are hub ids or folders (see `taglens.hub`).
+    ``tagger``, ``siglip`` and ``nsfw_model`` are hub ids or folders (see `taglens.models.hub`).
     """
 
     tagger: str | os.PathLike = DEFAULT_TAGGER

@@ -49,7 +49,7 @@ import numpy as np
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError, LabelsError
-from taglens.images import ImageSource
+from taglens.io.decode import ImageSource
 from taglens.models.hf_preprocess import ImageTransform
 from taglens.models.siglip import DEFAULT_MODEL, ImageTextModel, Kind, load
 from taglens.records import LabelScore, Record

@@ -14,7 +14,7 @@ from PIL import Image
 from taglens.cli import cli
 from taglens.cli.classify import DEFAULT_MODEL as CLI_DEFAULT_MODEL
 from taglens.cli.classify import DEFAULT_TEMPLATE as CLI_DEFAULT_TEMPLATE
-from taglens.images import decode_image
+from taglens.io.decode import decode_image
 from taglens.models.siglip import DEFAULT_MODEL
 from taglens.zeroshot import DEFAULT_TEMPLATE
 

@@ -47,7 +47,7 @@ def test_parquet_holds_paths_fixed_size_embeddings_and_errors(checkpoints, folde
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), embedder.dim)
-    # the record schema of `taglens analyze -f parquet` (taglens.arrow), with its metadata
+    # the record schema of `taglens analyze -f parquet` (taglens.io.arrow), with its metadata
     assert table.column_names == ["path", "error", "sha256", "size", "mtime", "width", "height", "embedding",
                                   "embed_error"]
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
@@ -66,7 +66,7 @@ def test_parquet_holds_paths_fixed_size_embeddings_and_errors(checkpoints, folde
 def test_npy_rows_match_the_paths_file_and_transformers(checkpoints, folder, embedder, tmp_path):
     from transformers import AutoModel, AutoProcessor
 
-    from taglens.images import decode_image
+    from taglens.io.decode import decode_image
 
     out = tmp_path / "emb.npy"
     result = invoke(str(folder), "-m", str(checkpoints["siglip64"]), "-o", str(out))

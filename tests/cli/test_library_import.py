@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from taglens.arrow import record_schema, records_to_table
+from taglens.io.arrow import record_schema, records_to_table
 from taglens.cli import cli
 from taglens.errors import LibraryError
 from taglens.library import Library

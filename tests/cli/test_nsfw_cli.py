@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from taglens.cli import cli
 from taglens.errors import ImageDecodeError
-from taglens.images import decode_image
+from taglens.io.decode import decode_image
 from taglens.quarantine import JOURNAL_NAME
 
 from ..trees import assert_each_file_once, moved_map, snapshot, write_images

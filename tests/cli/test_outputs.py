@@ -241,7 +241,7 @@ def test_output_files_get_the_umask_s_permissions(checkpoints, images, tmp_path,
 
 
 def test_a_replaced_output_keeps_its_permissions(tmp_path):
-    from taglens.atomic import AtomicFile
+    from taglens.io.atomic import AtomicFile
 
     out = tmp_path / "out.jsonl"
     out.write_text("old\n")

@@ -9,7 +9,7 @@ import pytest
 
 from taglens import distributed
 from taglens.errors import TaglensError
-from taglens.locations import LocationError
+from taglens.io.locations import LocationError
 from taglens.tasks import ModelSet, TaskRequest
 
 from ..conftest import photo

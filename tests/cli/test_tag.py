@@ -209,7 +209,7 @@ def test_caption_options_need_captions(checkpoints, images):
 
 
 def test_unwritable_captions_fail_the_run(checkpoints, images, monkeypatch):
-    from taglens import captions
+    from taglens.io import captions
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from taglens import distributed, engine
-from taglens.arrow import fields_for_tasks, job_metadata, records_from_table
+from taglens.io.arrow import fields_for_tasks, job_metadata, records_from_table
 from taglens.cli import cli
 from taglens.engine import EngineOptions
 from taglens.errors import TaglensError
-from taglens.inputs import iter_image_paths
+from taglens.io.inputs import iter_image_paths
 from taglens.records import Record
-from taglens.sinks import ParquetSink
+from taglens.io.sinks import ParquetSink
 from taglens.tagging import TagSelection
 from taglens.tasks import ModelSet, TaskRequest
 

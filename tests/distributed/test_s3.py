@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from taglens import engine
-from taglens.arrow import records_from_table
+from taglens.io.arrow import records_from_table
 from taglens.tasks import ModelSet, TaskRequest
 
 from ..cli.installed import run_taglens

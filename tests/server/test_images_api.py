@@ -10,7 +10,7 @@ import pytest
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError
-from taglens.images import decode
+from taglens.io.decode import decode
 from taglens.tagging import TagSelection
 from taglens.tasks import TaskRequest
 
@@ -145,7 +145,7 @@ def test_a_decompression_bomb_is_refused_per_image(make_client, models):
     small = make_client(max_pixels=1000)
     response = small.post("/v1/tag", files=files(("big.png", encoded(1, "PNG", width=100, height=100), "image/png")))
     assert response.status_code == 422
-    from taglens.images import DecodeOptions
+    from taglens.io.decode import DecodeOptions
 
     try:
         decode(encoded(1, "PNG", width=100, height=100), DecodeOptions(max_pixels=1000))

@@ -20,7 +20,7 @@ import sys
 import types
 
 import taglens.quarantine as quarantine
-import taglens.transfer as transfer
+import taglens.quarantine.transfers as transfer
 
 COUNTED = ("write", "fsync", "unlink", "mkdir", "rename", "ftruncate")
 
@@ -30,7 +30,7 @@ class Crash(BaseException):
 
 
 class StepCounter:
-    """Replaces ``os`` in `taglens.quarantine` and `taglens.transfer`, and
+    """Replaces ``os`` in `taglens.quarantine` and `taglens.quarantine.transfers`, and
     ``transfer.rename_noreplace``, with counting versions."""
 
     def __init__(self, stop_at: int | None, on_stop):

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taglens.arrow import fields_for_tasks, record_schema, records_from_table, records_to_table
+from taglens.io.arrow import fields_for_tasks, record_schema, records_from_table, records_to_table
 from taglens.records import LabelScore, NsfwResult, Record, TagScore
-from taglens.sinks import ParquetSink
+from taglens.io.sinks import ParquetSink
 
 
 def sample_records() -> list[Record]:

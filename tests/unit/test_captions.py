@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from taglens import captions as captions_module
-from taglens.captions import CaptionOptions, CaptionWriter, format_tag, is_emoticon, write_text_atomic
+from taglens.io import captions as captions_module
+from taglens.io.captions import CaptionOptions, CaptionWriter, format_tag, is_emoticon, write_text_atomic
 from taglens.errors import CaptionError
 from taglens.records import Record, TagScore
 

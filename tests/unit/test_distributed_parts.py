@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 
 from taglens import distributed, engine
-from taglens.arrow import records_from_table
+from taglens.io.arrow import records_from_table
 from taglens.engine import EngineOptions
 from taglens.errors import TaglensError
-from taglens.inputs import iter_image_paths
-from taglens.locations import list_locations
+from taglens.io.inputs import iter_image_paths
+from taglens.io.locations import list_locations
 from taglens.tasks import ModelSet, TaskRequest
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from taglens.images import DecodeOptions, decode
+from taglens.io.decode import DecodeOptions, decode
 from taglens.models.joytag import load_model
 from taglens.nsfw import NsfwDetector
 from taglens.tagging import Tagger

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from taglens.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
-from taglens.hub import resolve_model
+from taglens.models.hub import resolve_model
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -70,7 +70,7 @@ def test_missing_folder_path(tmp_path, monkeypatch):
 def _resolve_in_subprocess(model: str, hf_home: Path, revision: str | None = None) -> subprocess.CompletedProcess:
     code = (
         "import sys, json\n"
-        "from taglens.hub import resolve_model\n"
+        "from taglens.models.hub import resolve_model\n"
         "from taglens.errors import TaglensError\n"
         "try:\n"
         f"    r = resolve_model({model!r}, {revision!r})\n"

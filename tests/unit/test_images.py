@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from taglens.errors import ImageDecodeError
-from taglens.images import DecodeOptions, decode, decode_image
+from taglens.io.decode import DecodeOptions, decode, decode_image
 
 from ..conftest import CORPUS, photo
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 
-from taglens.inputs import image_suffixes, iter_image_paths
+from taglens.io.inputs import image_suffixes, iter_image_paths
 
 
 def make_tree(root):

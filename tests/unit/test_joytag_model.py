@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from taglens.errors import CheckpointError
-from taglens.images import decode_image
+from taglens.io.decode import decode_image
 from taglens.models.joytag import (
     RELEASED_CONFIG,
     JoyTag,

@@ -9,8 +9,8 @@ import fsspec
 import pytest
 
 from taglens.errors import ImageDecodeError
-from taglens.inputs import iter_image_paths
-from taglens.locations import is_uri, list_locations, read_location
+from taglens.io.inputs import iter_image_paths
+from taglens.io.locations import is_uri, list_locations, read_location
 
 from ..conftest import photo
 

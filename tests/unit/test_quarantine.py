@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import taglens.quarantine as quarantine
-import taglens.transfer as transfer
+import taglens.quarantine.transfers as transfer
 from taglens.errors import QuarantineError
 from taglens.quarantine import JOURNAL_NAME, InputRoots, Quarantine, undo
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from taglens.errors import TaglensError
-from taglens.resume import completed_paths, open_for_append
+from taglens.io.resume import completed_paths, open_for_append
 
 
 def test_jsonl_with_torn_last_line(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from taglens.records import Record
-from taglens.sinks import NpySink, ParquetSink
+from taglens.io.sinks import NpySink, ParquetSink
 
 
 def vectors(n: int, dim: int = 5) -> np.ndarray:

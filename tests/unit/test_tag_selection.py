@@ -13,7 +13,7 @@ from taglens.errors import TagSelectionError, UnknownTagError
 from taglens.models.joytag import load_tags
 from taglens.tagging import TagSelection, read_tag_list, read_thresholds, split_tags
 
-from taglens.tagnames import TagNames
+from taglens.models.tagnames import TagNames
 
 from ..conftest import JOYTAG_TINY
 

@@ -96,10 +96,10 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         taglens analyze photos/ -o photos.jsonl --resume      # after an interrupted run
         taglens analyze s3://bucket/photos/ --engine ray --address auto --tasks tag,embed -o s3://bucket/out/
     """
-    from taglens.arrow import fields_for_tasks
+    from taglens.io.arrow import fields_for_tasks
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
-    from taglens.resume import RESUMABLE_FORMATS
+    from taglens.io.resume import RESUMABLE_FORMATS
     from taglens.runtime import Placement
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
@@ -191,9 +191,9 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
               quiet: bool = False):
     """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
     the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
-    from taglens.arrow import job_metadata
-    from taglens.resume import completed_paths, open_for_append
-    from taglens.sinks import CsvSink, JsonlSink, ParquetSink, csv_columns, open_text_output
+    from taglens.io.arrow import job_metadata
+    from taglens.io.resume import completed_paths, open_for_append
+    from taglens.io.sinks import CsvSink, JsonlSink, ParquetSink, csv_columns, open_text_output
 
     if fmt == "parquet":
         dim = models.load_embedder().dim if models is not None else None

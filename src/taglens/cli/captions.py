@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from taglens.captions import EXISTING_MODES
+from taglens.io.captions import EXISTING_MODES
 from taglens.cli.options import flag, given, stack
 from taglens.records import Record
 
@@ -36,7 +36,7 @@ def caption_writer(ctx: click.Context, paths: tuple[str, ...], captions: bool, c
                    existing: str) -> Any:
     """The `CaptionWriter` the options ask for, or None; caption options without --captions are a
     usage error."""
-    from taglens.captions import CaptionOptions, CaptionWriter
+    from taglens.io.captions import CaptionOptions, CaptionWriter
 
     if not (captions or caption_dir is not None):
         for name in CAPTION_ONLY:

@@ -12,7 +12,7 @@ import click
 from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
 from taglens.errors import PromptTruncatedWarning
-from taglens.sinks import CsvSink, JsonlSink, open_text_output
+from taglens.io.sinks import CsvSink, JsonlSink, open_text_output
 
 if TYPE_CHECKING:
     from taglens.zeroshot import Embedder

@@ -10,7 +10,7 @@ import click
 from taglens.cli.classify import echo_truncation_warnings, load_embedder, model_options
 from taglens.cli.options import output_options, runtime_options
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
-from taglens.sinks import JsonlSink, NpySink, ParquetSink, committing, open_text_output
+from taglens.io.sinks import JsonlSink, NpySink, ParquetSink, committing, open_text_output
 
 
 @click.command("embed")
@@ -42,7 +42,7 @@ def embed(paths: tuple[str, ...], recursive: bool, texts: tuple[str, ...], model
         raise click.UsageError("give image PATHs or --text, not both")
     if not texts and not paths:
         raise click.UsageError("nothing to embed: give image PATHs or --text 'some text'")
-    from taglens.arrow import job_metadata
+    from taglens.io.arrow import job_metadata
 
     embedder = load_embedder(model, revision, runtime["device"], runtime["dtype"], tf32=runtime["tf32"])
     if runtime["compile_models"]:

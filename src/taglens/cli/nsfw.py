@@ -94,7 +94,7 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
     from taglens.errors import OutputError
     from taglens.nsfw import NsfwDetector
     from taglens.quarantine import InputRoots, Quarantine
-    from taglens.sinks import CsvSink, JsonlSink, open_text_output
+    from taglens.io.sinks import CsvSink, JsonlSink, open_text_output
 
     if move_to or copy_to:
         check_folder(move_to or copy_to)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from taglens.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from taglens.io.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 F = Callable[..., Any]
 

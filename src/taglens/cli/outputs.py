@@ -7,7 +7,7 @@ an output that cannot be written is refused before any model loads.
 - ``--format`` given: a suffix naming another format is a usage error; a name with no known
   suffix (``results``, ``/dev/stdout``) takes the format given;
 - binary formats (Parquet, .npy) need a file;
-- the folder must exist and take a new file (`taglens.atomic.check_writable`), else one line
+- the folder must exist and take a new file (`taglens.io.atomic.check_writable`), else one line
   names the path and the OS reason (exit status 1).
 """
 
@@ -55,7 +55,7 @@ def resolve_format(output: str | None, fmt: str | None, formats: tuple[str, ...]
 def check_output(output: str | None, *, folder_ok: bool = False) -> None:
     """Refuse (`taglens.errors.OutputError`) an output file that cannot be written, before any
     work; an existing folder is left to a command that takes one (``folder_ok``)."""
-    from taglens.atomic import check_writable
+    from taglens.io.atomic import check_writable
 
     if to_stdout(output) or (folder_ok and os.path.isdir(output)):  # type: ignore[arg-type]
         return

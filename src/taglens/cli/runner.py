@@ -17,11 +17,11 @@ import click
 from taglens.counts import counted
 from taglens.engine import EngineOptions, Job, run
 from taglens.errors import Interrupted
-from taglens.images import DecodeOptions
-from taglens.inputs import iter_image_paths
+from taglens.io.decode import DecodeOptions
+from taglens.io.inputs import iter_image_paths
 from taglens.records import Record
-from taglens.resume import AppendFile
-from taglens.sinks import Sink, StopRun, Target, committing
+from taglens.io.resume import AppendFile
+from taglens.io.sinks import Sink, StopRun, Target, committing
 
 
 @dataclass
@@ -85,7 +85,7 @@ def run_to_sink(
 
     ``target`` is the output file behind ``sink`` (None for stdout): committed when the run
     completes, removed when it fails. On Ctrl-C it keeps the records written so far
-    (`taglens.atomic.TempPath.keep`) and `Interrupted` says where, and with ``resumable`` (the
+    (`taglens.io.atomic.TempPath.keep`) and `Interrupted` says where, and with ``resumable`` (the
     command has ``--resume`` for this output) how to go on. Pass a `Summary` subclass as
     ``summary`` to count more (in ``on_record``) and say it in its own ``line()``.
     """

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from taglens.cli.options import Number
-from taglens.images import DEFAULT_MAX_PIXELS
+from taglens.io.decode import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
 
@@ -143,7 +143,7 @@ def _library_models(folder: Path | None) -> dict[str, str]:
 
 
 def _check_checkpoints(chosen: dict[str, str]) -> None:
-    from taglens.hub import resolve_model
+    from taglens.models.hub import resolve_model
 
     for model in chosen.values():
         resolve_model(model)  # raises ModelNotFoundError / UnsafeCheckpointError with a clear message

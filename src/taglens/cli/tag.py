@@ -55,7 +55,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
     """
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.runtime import Placement
-    from taglens.sinks import open_text_output
+    from taglens.io.sinks import open_text_output
     from taglens.tagging import Tagger, TagSelection, split_tags
 
     writer = caption_writer(ctx, paths, captions, caption_dir, caption_ext, replace_underscores, escape_parens,
@@ -96,7 +96,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
 
 def make_sink(fmt: str, stream: IO[str] | None, scores: bool | None):
     """The record sink for a format; ``scores=None`` means the format's default."""
-    from taglens.sinks import CsvSink, JsonlSink
+    from taglens.io.sinks import CsvSink, JsonlSink
 
     if stream is None:
         return NullSink()
@@ -162,7 +162,7 @@ class NamesCsvSink:
         self.writer.writerow(["path", "error", "tags", "tag_error"])
 
     def write(self, record: Record) -> None:
-        from taglens.sinks import names_json
+        from taglens.io.sinks import names_json
 
         tags = "" if record.tags is None else names_json(t.tag for t in record.tags)
         self.writer.writerow([record.path, record.error or "", tags, record.task_errors.get("tag", "")])

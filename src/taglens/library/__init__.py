@@ -23,7 +23,7 @@ import numpy as np
 
 from taglens.engine import EngineOptions, run
 from taglens.errors import InvalidRequestError, LibraryError, NoLibraryError
-from taglens.images import ImageSource
+from taglens.io.decode import ImageSource
 from taglens.library import db, imports, scan, upkeep, vectors
 from taglens.library import duplicates as dup
 from taglens.library import search as ranking
@@ -31,9 +31,9 @@ from taglens.library.imports import ImportReport
 from taglens.library.models import (LazyModel, LoadedModel, ModelSource, load_embedder, load_models, loaded,
                                     tagger_tag_names)
 from taglens.library.reports import DuplicateGroup, Hit, IndexReport, PruneReport, VerifyReport
-from taglens.locations import is_uri
+from taglens.io.locations import is_uri
 from taglens.records import Record
-from taglens.tagnames import TagNames, candidates
+from taglens.models.tagnames import TagNames, candidates
 
 DB_NAME = db.FILE_NAME
 ENV_VAR = "TAGLENS_LIBRARY"
@@ -390,7 +390,7 @@ class Library:
         return self._hits([int(k) for k in keys], [float(s) for s in scores], limit, tag_model, nsfw_model)
 
     def tag_names(self, names: Sequence[str] = ()) -> TagNames:
-        """The tag names search filters are bound to (see `taglens.tagnames`): every tag of the
+        """The tag names search filters are bound to (see `taglens.models.tagnames`): every tag of the
         library's tagger when its tag list is on this machine; else the spellings of ``names``
         that some image in the library carries."""
         model = db.current_model(self.conn, "tag")

@@ -1,5 +1,5 @@
 """Results computed elsewhere, brought into the library: the Parquet files of ``taglens analyze``,
-``taglens embed`` (or the Ray job), which all write one schema: `taglens.arrow`.
+``taglens embed`` (or the Ray job), which all write one schema: `taglens.io.arrow`.
 
 The file's schema metadata names the checkpoint of each job (``taglens.<job>.model_id`` and
 ``.revision``, the job names being ``tag``, ``nsfw``, ``embed`` or ``classify+embed``; files
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from taglens.counts import counted
 from taglens.errors import LibraryError
-from taglens.locations import is_uri
+from taglens.io.locations import is_uri
 from taglens.records import Record, error_field
 
 BATCH_ROWS = 4096
@@ -74,7 +74,7 @@ class ParquetSource:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from taglens.arrow import records_from_table
+        from taglens.io.arrow import records_from_table
 
         names = self._names()
         columns = ["path", "error", *(c for c in ("sha256", "size", "mtime", "width", "height") if c in names),

@@ -1,7 +1,7 @@
 """The models an index run may need, named but not loaded until there is something to compute.
 
 A `ModelSource` knows its task and the identity (model id, revision) of its checkpoint without
-loading weights (`taglens.hub.resolve_model` only looks at files), so re-indexing an unchanged
+loading weights (`taglens.models.hub.resolve_model` only looks at files), so re-indexing an unchanged
 folder never imports torch. `load_models` is the one place the real model families are named:
 JoyTag through `taglens.tagging.Tagger`, SigLIP/CLIP through `taglens.zeroshot.Embedder` and
 the NSFW classifier through `taglens.nsfw.NsfwDetector`, each loaded through a
@@ -48,7 +48,7 @@ class ModelSource(Protocol):
 
 @dataclass
 class LazyModel:
-    """A checkpoint resolved through `taglens.hub.resolve_model` and loaded by ``load`` on first use."""
+    """A checkpoint resolved through `taglens.models.hub.resolve_model` and loaded by ``load`` on first use."""
 
     task: str
     model: str
@@ -61,7 +61,7 @@ class LazyModel:
         if self._job is not None:
             return self._job.model_id, self._job.revision
         if self._identity is None:
-            from taglens.hub import resolve_model
+            from taglens.models.hub import resolve_model
 
             resolved = resolve_model(self.model, self.revision)
             self._identity = (resolved.model_id, resolved.revision)
@@ -159,7 +159,7 @@ def nsfw_detector(model_set: ModelSet) -> NsfwDetector:
 def tagger_tag_names(model_id: str, revision: str) -> tuple[str, ...] | None:
     """Every tag name of the JoyTag-format checkpoint recorded as (``model_id``, ``revision``),
     read from its tag list when that is on this machine (never from the network), else None."""
-    from taglens.hub import cached_file
+    from taglens.models.hub import cached_file
 
     path = cached_file(model_id, revision, TAG_LIST_FILE)
     if path is None:

@@ -1,6 +1,6 @@
 """Change detection: what an index run must compute, reuse, update or remove, decided cheaply.
 
-For each image under the roots (`taglens.inputs.iter_image_paths`):
+For each image under the roots (`taglens.io.inputs.iter_image_paths`):
 
 - same size and mtime as recorded: **unchanged**, neither read nor hashed; computed again only for
   the tasks whose current model has no result for its content yet (a new model re-embeds only);
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from taglens.inputs import iter_image_paths
+from taglens.io.inputs import iter_image_paths
 from taglens.library import db
 
 _TABLES = db.RESULT_TABLES

@@ -10,7 +10,7 @@ import numpy as np
 from taglens.counts import counted
 from taglens.library import db, vectors
 from taglens.library.reports import PruneReport, VerifyReport
-from taglens.locations import is_uri
+from taglens.io.locations import is_uri
 
 if TYPE_CHECKING:
     from taglens.library import Library

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taglens.atomic import TempPath
+from taglens.io.atomic import TempPath
 from taglens.errors import LibraryError
 from taglens.library import db
 

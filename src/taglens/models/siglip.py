@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from taglens.errors import CheckpointError, PromptTruncatedWarning
-from taglens.hub import ResolvedModel, resolve_model
+from taglens.models.hub import ResolvedModel, resolve_model
 from taglens.models.hf_loading import load_strict
 from taglens.models.hf_preprocess import ImageTransform, load_transform
 from taglens.runtime import CompiledForward, Placement

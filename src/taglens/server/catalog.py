@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from taglens.images import DecodeOptions, decode
+from taglens.io.decode import DecodeOptions, decode
 from taglens.library import Library, db
 from taglens.records import NsfwResult, TagScore
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from taglens.engine import Job, prepare_source
-from taglens.images import DecodeOptions, ImageSource
+from taglens.io.decode import DecodeOptions, ImageSource
 from taglens.records import Record
 from taglens.server.batching import Batcher
 from taglens.server.metrics import Metrics

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taglens.images import DEFAULT_MAX_PIXELS
+from taglens.io.decode import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

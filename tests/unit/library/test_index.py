@@ -205,7 +205,7 @@ def test_other_roots_are_untouched(lib, tmp_path, models):
 def test_embeddings_round_trip_through_float16(lib, photos, models):
     sources, _ = models
     lib.index([photos], sources, options=OPTIONS)
-    from taglens.images import decode_image
+    from taglens.io.decode import decode_image
 
     from .fakes import Pixels, embed_pixels
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taglens.images import decode_image
+from taglens.io.decode import decode_image
 
 from .conftest import make_photos
 from .fakes import Pixels

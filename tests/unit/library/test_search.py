@@ -7,7 +7,7 @@ import pytest
 
 from taglens.engine import EngineOptions
 from taglens.errors import LibraryError, UnknownTagError
-from taglens.images import decode_image
+from taglens.io.decode import decode_image
 from taglens.library import Library
 from taglens.library.search import split_weight
 

@@ -51,7 +51,7 @@ def completed_paths(path: str | os.PathLike, fmt: str, columns: list[str] | None
 
 class AppendFile:
     """An output opened for appending after its partial last line was cut. Like
-    `taglens.sinks.AtomicFile` it has `commit`, `discard` and `keep`; each just closes it, since
+    `taglens.io.sinks.AtomicFile` it has `commit`, `discard` and `keep`; each just closes it, since
     every record was flushed as it was written."""
 
     def __init__(self, path: str | os.PathLike):

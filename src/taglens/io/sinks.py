@@ -21,7 +21,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from taglens.atomic import AtomicFile, TempPath, is_stream, partial_path
+from taglens.io.atomic import AtomicFile, TempPath, is_stream, partial_path
 from taglens.errors import OutputError
 from taglens.records import TASK_OF_FIELD, Record, error_field
 
@@ -34,7 +34,7 @@ class Sink(Protocol):
 
 class Target(Protocol):
     """An output file being written: `AtomicFile`, `ParquetSink`, `NpySink` or a resumed
-    `taglens.resume.AppendFile`."""
+    `taglens.io.resume.AppendFile`."""
 
     path: Path
 
@@ -47,7 +47,7 @@ class Target(Protocol):
 
 class StopRun(Exception):
     """Raised inside `committing` to stop early and keep what was written so far; ``kept`` is
-    then where it is (see `taglens.atomic.TempPath.keep`)."""
+    then where it is (see `taglens.io.atomic.TempPath.keep`)."""
 
     kept: Path | None = None
 
@@ -158,7 +158,7 @@ def open_text_output(output: str | os.PathLike | None) -> tuple[IO[str], AtomicF
 
 
 class ParquetSink:
-    """Records as Parquet, in the schema of `taglens.arrow` (key column, ``error``, optional file
+    """Records as Parquet, in the schema of `taglens.io.arrow` (key column, ``error``, optional file
     facts, then the job columns in ``fields``; embeddings as ``fixed_size_list<float32>[dim]``,
     null for failed images). ``metadata`` (e.g. the model ids and revisions) goes into the
     file's schema metadata.
@@ -172,7 +172,7 @@ class ParquetSink:
                  row_group_size: int = 4096):
         import pyarrow.parquet as pq
 
-        from taglens.arrow import record_schema
+        from taglens.io.arrow import record_schema
 
         self.path = Path(path)
         self.dim = dim
@@ -200,7 +200,7 @@ class ParquetSink:
         self.write(Record(path=key, error=error, embedding=embedding))
 
     def _flush(self) -> None:
-        from taglens.arrow import records_to_table
+        from taglens.io.arrow import records_to_table
 
         if not self._pending:
             return

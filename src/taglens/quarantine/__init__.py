@@ -13,7 +13,7 @@ the next step. For each file:
 
 1. ``intent`` (id, mode, absolute source and destination, the temporary name, sha256) is
    journaled; only then is anything touched;
-2. the transfer (`taglens.transfer`): on one filesystem an atomic rename that refuses to replace
+2. the transfer (`taglens.quarantine.transfers`): on one filesystem an atomic rename that refuses to replace
    (``renameat2(RENAME_NOREPLACE)`` where the kernel has it), then both folders fsync'd.
    Across filesystems (or for a copy): copy to a hidden temporary name beside the destination
    (``.taglens-<journal>-<id>.part``), fsync, read back and compare sha256 with the bytes read
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from taglens.errors import QuarantineError
-from taglens.transfer import (
+from taglens.quarantine.transfers import (
     Mismatch,
     describe,
     fsync_dir,

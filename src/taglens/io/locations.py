@@ -3,7 +3,7 @@ or any protocol fsspec knows), listed once and read through pyarrow filesystems.
 
 The Ray job lists its inputs on the driver (`list_locations`) and reads each file in a CPU task
 (`read_location`), so an unreadable file becomes an error record there instead of failing the
-job. Local arguments are expanded exactly as `taglens.inputs` expands them for the local engine
+job. Local arguments are expanded exactly as `taglens.io.inputs` expands them for the local engine
 (same files, same order, same names), plus quoted globs; a URI names a file, a folder (walked,
 keeping image suffixes, skipping hidden entries) or a glob (``*``, ``?``, ``[...]`` within one
 folder, ``**`` across folders, as the shell has them).
@@ -29,7 +29,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from taglens.errors import ImageDecodeError, TaglensError
-from taglens.inputs import expand_stdin, image_suffixes, iter_image_paths
+from taglens.io.inputs import expand_stdin, image_suffixes, iter_image_paths
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?[]")
