@@ -90,7 +90,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, paths: list[str], batches: list[int]) -> None:
     from transformers import AutoModel, AutoProcessor
 
-    from taglens.runtime import resolve_device
+    from taglens.engine.placement import resolve_device
 
     device = resolve_device(args.device)
     processor = AutoProcessor.from_pretrained(args.checkpoint)

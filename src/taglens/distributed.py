@@ -127,7 +127,7 @@ def plan_for(models: ModelSet, request: TaskRequest, options: EngineOptions) -> 
     size; the weights are dropped on return (the actors load their own)."""
     probe = ModelSet(**model_arguments(models) | {"device": "cpu", "dtype": "float32", "compile": False})
     jobs = probe.jobs(request)
-    transforms, decode = engine.job_transforms(jobs, options)
+    transforms, decode = engine.job_transforms(jobs, options.decode)
     dim = probe.load_embedder().dim if "embed" in request.tasks else None
     schema = record_schema(fields_for_tasks(request.tasks), dim, facts=True, metadata=job_metadata(jobs))
     return Plan(tuple(transforms), decode, schema, _identity(jobs))
@@ -253,7 +253,7 @@ class ModelActor:
     def __init__(self, model_args: dict[str, Any], request: TaskRequest, plan: Plan):
         self.jobs = ModelSet(**model_args).jobs(request)
         self.plan = plan
-        transforms, _ = engine.job_transforms(self.jobs, EngineOptions())
+        transforms, _ = engine.job_transforms(self.jobs, EngineOptions().decode)
         if tuple(transforms) != plan.transforms or _identity(self.jobs) != plan.identity:
             raise TaglensError(
                 f"the models on this node differ from the driver's: {_identity(self.jobs)} here, "

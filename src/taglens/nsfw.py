@@ -183,7 +183,7 @@ class NsfwDetector:
         return self._job.threshold
 
     def compile(self) -> None:
-        """Compile the classifier (``torch.compile``; see `taglens.runtime.CompiledForward`)."""
+        """Compile the classifier (``torch.compile``; see `taglens.engine.placement.CompiledForward`)."""
         self.classifier.compile()
 
     def job(

@@ -30,7 +30,7 @@ from taglens.io.decode import ImageSource
 from taglens.models.joytag import CONFIG_FILE, HUB_ID, JoyTag, JoyTagConfig, load_model, load_tags
 from taglens.models.joytag_preprocess import JoyTagTransform
 from taglens.records import Record, TagScore
-from taglens.runtime import CompiledForward, Placement
+from taglens.engine.placement import CompiledForward, Placement
 from taglens.models.tagnames import TagNames
 
 DEFAULT_THRESHOLD = 0.4
@@ -220,7 +220,7 @@ class Tagger:
         """Load a hub id (default ``fancyfeast/joytag``) or a folder holding ``config.json``,
         ``model.safetensors`` and ``top_tags.txt``. ``device``: auto, cpu, cuda, cuda:N;
         ``dtype``: float32, bfloat16, float16; ``tf32``: let float32 CUDA matmuls and cuDNN
-        convolutions use TF32 (off: IEEE float32, see `taglens.runtime`)."""
+        convolutions use TF32 (off: IEEE float32, see `taglens.engine.placement`)."""
         placement = Placement.resolve(device, dtype, tf32=tf32)
         resolved = resolve_model(model, revision)
         config = JoyTagConfig.from_file(resolved.folder / CONFIG_FILE)
@@ -235,7 +235,7 @@ class Tagger:
             return torch.sigmoid(logits).cpu().numpy()
 
     def compile(self) -> None:
-        """Compile the forward pass with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        """Compile the forward pass with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
         self._forward = CompiledForward(self.model)
 
     def job(self, selection: TagSelection | None = None) -> TagJob:

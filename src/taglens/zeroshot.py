@@ -78,7 +78,7 @@ class Embedder:
         tf32: bool = False,
     ) -> Embedder:
         """Load any SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder
-        (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.runtime`)."""
+        (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.engine.placement`)."""
         return cls(load(model, revision, device=device, dtype=dtype, tf32=tf32))
 
     # Identity and calibration, read by the library, the service and stored results.
@@ -159,7 +159,7 @@ class Embedder:
         return (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).astype(np.float32)
 
     def compile(self) -> None:
-        """Compile the image tower (``torch.compile``; see `taglens.runtime.CompiledForward`)."""
+        """Compile the image tower (``torch.compile``; see `taglens.engine.placement.CompiledForward`)."""
         self.model.compile()
 
     def job(

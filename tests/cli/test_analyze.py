@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from taglens import engine as engine_module
+from taglens.engine import prepare as engine_module
 from taglens.cli import cli
 
 from ..conftest import photo

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from taglens.engine import EngineOptions, run
-from taglens.runtime import CompiledForward
+from taglens.engine.placement import CompiledForward
 from taglens.tasks import ModelSet, TaskRequest
 
 from ..conftest import photo

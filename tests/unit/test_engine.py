@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from taglens import engine as engine_module
+from taglens.engine import prepare as engine_module
 from taglens.engine import EngineOptions, run
 
 from ..conftest import photo
@@ -111,3 +111,77 @@ def test_look_ahead_is_bounded():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
         list(run([photo()], [MeanJob()], EngineOptions(batch_size=0)))
+
+
+class SharedModel:
+    """A fake model shared by several jobs (equal forward_key), counting its forward passes."""
+
+    def __init__(self, fail_above: int | None = None, out_of_memory: type[BaseException] = MemoryError):
+        self.batches: list[int] = []
+        self.fail_above, self.out_of_memory = fail_above, out_of_memory
+
+    def __call__(self, pixels):
+        if self.fail_above is not None and len(pixels) > self.fail_above:
+            raise self.out_of_memory("out of memory (injected)")
+        self.batches.append(len(pixels))
+        return pixels.mean(axis=(1, 2, 3))
+
+
+class SelectionJob:
+    """A split job over a shared model, like two TagJobs with different selections."""
+
+    transform = Shrink()
+
+    def __init__(self, model, name, offset):
+        self.model, self.name, self.offset = model, name, offset
+
+    @property
+    def forward_key(self):
+        return self.model
+
+    def forward(self, pixels):
+        return self.model(pixels)
+
+    def finish(self, rows):
+        return [{self.name: float(r) + self.offset} for r in rows]
+
+    def __call__(self, pixels):
+        return self.finish(self.forward(pixels))
+
+
+def test_jobs_of_one_model_share_its_forward_pass():
+    from taglens.records import Record
+
+    model = SharedModel()
+    loose, strict = SelectionJob(model, "width", 0.0), SelectionJob(model, "height", 100.0)
+    images = [photo(seed=i) for i in range(6)]
+    records = list(run(images, [loose, strict], EngineOptions(batch_size=4)))
+    assert model.batches == [4, 2]  # once per batch, not once per job
+    assert all(isinstance(r, Record) and r.height == r.width + 100.0 for r in records)
+
+
+def test_an_out_of_memory_batch_is_halved_and_no_image_is_lost():
+    model = SharedModel(fail_above=2)
+    job = SelectionJob(model, "width", 0.0)
+    images = [photo(seed=i) for i in range(8)]
+    records = list(run(images, [job], EngineOptions(batch_size=8)))
+    assert [r.error for r in records] == [None] * 8 and all(r.width is not None for r in records)
+    assert model.batches[:4] == [2, 2, 2, 2]  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
+    want = [float(Shrink()(image).mean()) for image in images]
+    assert [r.width for r in records] == pytest.approx(want, abs=1e-6)
+
+
+def test_after_an_out_of_memory_error_later_batches_keep_to_the_size_that_fit():
+    model = SharedModel(fail_above=4)
+    job = SelectionJob(model, "width", 0.0)
+    list(run([photo(seed=i) for i in range(24)], [job], EngineOptions(batch_size=8)))
+    assert model.batches == [4, 4] + [4] * 4  # the first batch halved, the rest capped at 4
+
+
+def test_torch_out_of_memory_errors_halve_the_batch_too():
+    import torch
+
+    model = SharedModel(fail_above=1, out_of_memory=torch.OutOfMemoryError)
+    records = list(run([photo(seed=i) for i in range(4)], [SelectionJob(model, "width", 0.0)],
+                       EngineOptions(batch_size=4)))
+    assert all(r.error is None for r in records) and model.batches == [1, 1, 1, 1]

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from taglens.cli import cli
-from taglens.runtime import Placement, set_tf32, tf32_enabled
+from taglens.engine.placement import Placement, set_tf32, tf32_enabled
 from taglens.tasks import ModelSet
 
 from ..conftest import photo

@@ -100,7 +100,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.cli.classify import collect_labels
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.io.resume import RESUMABLE_FORMATS
-    from taglens.runtime import Placement
+    from taglens.engine.placement import Placement
     from taglens.tagging import TagSelection, split_tags
     from taglens.tasks import ModelSet, TaskRequest, parse_tasks
 

@@ -83,7 +83,7 @@ def collect_labels(labels: tuple[str, ...], labels_file: str | None) -> list[str
 
 def load_embedder(model: str, revision: str | None, device: str, dtype: str, *, tf32: bool = False) -> Embedder:
     """The Embedder for ``--model``; a device that is not there is a usage error, not a traceback."""
-    from taglens.runtime import resolve_device
+    from taglens.engine.placement import resolve_device
     from taglens.zeroshot import Embedder
 
     try:

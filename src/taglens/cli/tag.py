@@ -54,7 +54,7 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
         taglens tag dataset/ --captions --replace-underscores --prefix "mychar" --existing overwrite
     """
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
-    from taglens.runtime import Placement
+    from taglens.engine.placement import Placement
     from taglens.io.sinks import open_text_output
     from taglens.tagging import Tagger, TagSelection, split_tags
 

@@ -42,7 +42,7 @@ from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.models.hub import ResolvedModel, resolve_model
 from taglens.models.hf_loading import load_strict
 from taglens.models.hf_preprocess import ImageTransform, load_transform
-from taglens.runtime import CompiledForward, Placement
+from taglens.engine.placement import CompiledForward, Placement
 
 DEFAULT_MODEL = "google/siglip-so400m-patch14-224"
 KINDS = {"siglip": "siglip", "clip": "clip"}
@@ -83,7 +83,7 @@ class ImageTextModel:
         return self.model.get_image_features(pixel_values=pixels).pooler_output
 
     def compile(self) -> None:
-        """Compile the image tower with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        """Compile the image tower with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
         object.__setattr__(self, "compiled", CompiledForward(self._image_features))
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = TEXT_BATCH_SIZE) -> np.ndarray:
@@ -170,7 +170,7 @@ def load(
     tf32: bool = False,
 ) -> ImageTextModel:
     """Load a SigLIP, fixed-resolution SigLIP 2 or CLIP checkpoint by hub id or folder
-    (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.runtime`)."""
+    (``tf32``: let float32 CUDA matmuls use TF32, see `taglens.engine.placement`)."""
     resolved = resolve_model(model, revision)
     kind = checkpoint_kind(resolved)
     placement = Placement.resolve(device, dtype, tf32=tf32)

@@ -21,7 +21,7 @@ from taglens.errors import CheckpointError
 from taglens.models.hub import ResolvedModel, resolve_model
 from taglens.models.hf_loading import load_strict
 from taglens.models.hf_preprocess import ImageTransform, load_transform
-from taglens.runtime import CompiledForward, Placement
+from taglens.engine.placement import CompiledForward, Placement
 
 DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
 
@@ -92,7 +92,7 @@ class ImageClassifier:
         tf32: bool = False,
     ) -> ImageClassifier:
         """Load a hub id or a checkpoint folder (safetensors only) onto ``device`` in ``dtype``
-        (``tf32``: let float32 CUDA matmuls and convolutions use TF32, see `taglens.runtime`)."""
+        (``tf32``: let float32 CUDA matmuls and convolutions use TF32, see `taglens.engine.placement`)."""
         from transformers import AutoConfig, AutoModelForImageClassification
 
         placement = Placement.resolve(device, dtype, tf32=tf32)
@@ -134,7 +134,7 @@ class ImageClassifier:
         return self.model(pixel_values=pixels).logits
 
     def compile(self) -> None:
-        """Compile the forward pass with ``torch.compile`` (see `taglens.runtime.CompiledForward`)."""
+        """Compile the forward pass with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
         object.__setattr__(self, "compiled", CompiledForward(self._logits))
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from taglens.server.limits import BodyLimitMiddleware
 from taglens.server.metrics import Metrics, MetricsMiddleware
 from taglens.server.routes import analyze, classify, embed, health, images, nsfw, page, search, tag
 from taglens.server.security import GuardMiddleware, require_api_key
-from taglens.server.service import Service
+from taglens.server.service import Service, TextTowerOnModelThread
 from taglens.server.settings import Settings
 from taglens.tasks import DEFAULT_NSFW, DEFAULT_SIGLIP, DEFAULT_TAGGER, ModelSet
 

@@ -1,34 +1,31 @@
-"""The engine's steps for HTTP requests: admit, decode in a thread pool, batch across requests.
+"""The HTTP service's side of the engine: admission, timeouts and metrics around one `Engine`.
 
     service = Service(settings, models, metrics)     # models: a taglens.tasks.ModelSet
     with service.admit(len(images)):                 # or QueueFull (-> 503 + Retry-After)
         records = await service.run(images, jobs)    # one Record per image, in order
 
-The offline engine (`taglens.engine.run`) batches the images of one run; a server's requests each
-bring a few images, so the batching happens across requests instead (`taglens.server.batching`).
-Everything else is the engine's: `taglens.engine.prepare_source` reads, decodes (once) and applies
-each distinct transform, and bad inputs become error records.
-
-Memory is bounded by admission: at most ``queue_size`` images are between decoding and their
-result at any time; a request that does not fit is refused at once with a hint of when to retry.
+Everything that touches a model is the engine's (`taglens.engine.Engine` in its background mode):
+its decode pool reads and decodes each image once, its batcher forms batches across concurrent
+requests on its one model thread (a lone image waits at most ``max_wait_ms`` for company), and it
+assembles each record. Making a request's jobs (which may encode new labels with the text tower)
+runs on that same thread. What stays here is what a server adds: admission (at most
+``queue_size`` images between decoding and their result; a request that does not fit is refused at
+once with a hint of when to retry), the request timeout and the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from taglens.engine import Job, prepare_source
+from taglens.engine import Engine, EngineOptions, Job
 from taglens.io.decode import DecodeOptions, ImageSource
 from taglens.records import Record
-from taglens.server.batching import Batcher
 from taglens.server.metrics import Metrics
 from taglens.server.settings import Settings
 from taglens.tasks import ModelSet, TaskRequest
@@ -57,26 +54,32 @@ class NamedSource:
 
 
 class Service:
-    """Models, decode pool, batcher and admission of one server process."""
+    """The models, the engine and the admission of one server process."""
 
     def __init__(self, settings: Settings, models: ModelSet, metrics: Metrics):
         self.settings = settings
         self.models = models
         self.metrics = metrics
-        self.batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000.0, on_batch=self._on_batch)
-        self.pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="taglens-decode")
-        self.decode = DecodeOptions(max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes,
-                                    draft=settings.draft)
+        decode = DecodeOptions(max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes,
+                               draft=settings.draft)
+        options = EngineOptions(batch_size=settings.max_batch_size, workers=settings.decode_workers, decode=decode,
+                                hash_files=False)
+        self.engine = Engine(options, background=True, max_wait=settings.max_wait_ms / 1000.0,
+                             on_batch=self._on_batch)
         self._lock = threading.Lock()
         self._admitted = 0
         self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
         metrics.queue_depth.set_function(lambda: self._admitted)
-        metrics.batcher_pending.set_function(lambda: self.batcher.pending)
+        metrics.batcher_pending.set_function(lambda: self.engine.batcher.pending)
+
+    @property
+    def waiting_for_batch(self) -> int:
+        """Images decoded and queued for a model, not yet in a batch."""
+        return self.engine.batcher.pending
 
     def close(self) -> None:
-        self.batcher.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
 
     # ---- models ---------------------------------------------------------------------------------
 
@@ -88,11 +91,12 @@ class Service:
 
     async def jobs(self, request: TaskRequest) -> tuple[Job, ...]:
         """The jobs for a request, made once per distinct set of options (tag selections are bound
-        to the tag list, labels embedded through the shared label cache) in a worker thread, since
-        embedding new labels runs the text tower; later requests with the same options reuse them."""
+        to the tag list, labels embedded through the shared label cache) on the engine's model
+        thread, since embedding new labels runs the text tower; later requests with the same
+        options reuse them."""
         found = self._jobs.get(request)
         if found is None:
-            found = tuple(await asyncio.get_running_loop().run_in_executor(None, self.models.jobs, request))
+            found = tuple(await asyncio.wrap_future(self.engine.call(self.models.jobs, request)))
             with self._lock:
                 self._jobs[request] = found
                 while len(self._jobs) > JOB_CACHE:
@@ -142,7 +146,7 @@ class Service:
     async def run(self, images: Sequence[NamedSource], jobs: Sequence[Job]) -> list[Record]:
         """One record per image, in order: the jobs' fields, or the reason it failed. Raises
         `RequestTimedOut` when not done within ``request_timeout_s`` (nothing is left running)."""
-        tasks = [asyncio.ensure_future(self._one(image, jobs)) for image in images]
+        tasks = [asyncio.wrap_future(self.engine.submit(image.source, jobs, name=image.name)) for image in images]
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 records = await asyncio.gather(*tasks)
@@ -160,16 +164,17 @@ class Service:
             self.metrics.images.labels({"done": "ok"}.get(record.status, record.status)).inc()
         return list(records)
 
-    async def _one(self, image: NamedSource, jobs: Sequence[Job]) -> Record:
-        loop = asyncio.get_running_loop()
-        transforms = list(dict.fromkeys(job.transform for job in jobs))
-        options = replace(self.decode, target_size=max(t.input_size for t in transforms))
-        prepare = functools.partial(prepare_source, image.source, transforms, options, hash_files=False)
-        prepared = await loop.run_in_executor(self.pool, prepare)
-        record = prepared.record.with_fields(path=image.name)
-        if prepared.arrays is None:
-            return record
-        futures = [asyncio.wrap_future(self.batcher.submit(job, prepared.arrays[job.transform])) for job in jobs]
-        prepared.arrays = None
-        outcomes: list[Any] = await asyncio.gather(*futures)
-        return record.with_job_results(zip((job.name for job in jobs), outcomes))
+
+class TextTowerOnModelThread:
+    """An embedder whose text tower runs on the engine's model thread, so that search queries
+    take their turn between image batches instead of competing with them for the cores."""
+
+    def __init__(self, embedder: Any, engine: Engine):
+        self._embedder = embedder
+        self._engine = engine
+
+    def embed_texts(self, texts: Sequence[str]) -> Any:
+        return self._engine.call(self._embedder.embed_texts, texts).result()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._embedder, name)

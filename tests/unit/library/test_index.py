@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from taglens import engine as engine_module
+from taglens.engine import prepare as engine_module
 from taglens.engine import EngineOptions
 from taglens.library import LazyModel, Library, db, scan
 

@@ -23,7 +23,7 @@ async def healthz(request: Request, service: ServiceDep) -> Response:
         "models": models,
         "library": request.app.state.catalog is not None,
         "queue": {"admitted": service.admitted, "capacity": service.settings.queue_size,
-                  "waiting_for_batch": service.batcher.pending},
+                  "waiting_for_batch": service.waiting_for_batch},
     })
 
 

@@ -8,21 +8,29 @@ float32 means IEEE float32: making a placement turns TF32 off for CUDA matmuls a
 convolutions (torch turns it on for convolutions by default, which would compute JoyTag's stem
 and every patch embedding with a 10-bit mantissa, ~1e-3 relative). ``tf32=True`` opts in.
 These are torch's process-wide switches: the last placement made decides them.
+
+torch is imported when a placement is resolved, not with this module, so the model families'
+configurations (and the commands that only show them) load without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -37,22 +45,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return DTYPES[dtype]
-    except KeyError:
+    if dtype in DTYPES:
+        return getattr(torch, dtype)
+    else:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}") from None
 
 
 def set_tf32(enabled: bool) -> None:
     """torch's switches for TF32 in CUDA matmuls and cuDNN convolutions (readable on any build)."""
+    import torch
+
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
 
 def tf32_enabled() -> tuple[bool, bool]:
     """(CUDA matmuls, cuDNN convolutions) may use TF32."""
+    import torch
+
     return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
 
 
@@ -81,6 +95,8 @@ class Placement:
 
     def batch(self, pixels: np.ndarray) -> torch.Tensor:
         """A (B, C, H, W) float32 array as a tensor on the device, in the model's dtype."""
+        import torch
+
         tensor = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
@@ -99,12 +115,15 @@ class CompiledForward:
     """
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]):
+        import torch
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
         self._compiled = torch.compile(forward, dynamic=False)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torch
+
         batch = pixels.shape[0]
         padded = 1 << max(batch - 1, 0).bit_length()
         if padded != batch:
