@@ -23,9 +23,9 @@ import numpy as np
 from common import DEFAULT_WORKDIR, checkpoint, make_photos
 
 from taglens.io.decode import DecodeOptions, decode
-from taglens.nsfw import NsfwDetector
-from taglens.tagging import Tagger
-from taglens.zeroshot import Embedder
+from taglens.models.vit_classifier import NsfwDetector
+from taglens.models.joytag import Tagger
+from taglens.models.siglip import Embedder
 
 LABELS = ["a cat", "a dog", "a car", "a beach", "a person", "food", "a building", "text"]
 

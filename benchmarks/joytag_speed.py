@@ -39,8 +39,8 @@ import torch
 from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts src/ on sys.path)
 from PIL import Image
 
-from taglens.models.joytag import load_model, load_tags  # noqa: E402
-from taglens.tagging import Tagger  # noqa: E402
+from taglens.models.joytag_vit import load_model, load_tags
+from taglens.models.joytag import Tagger
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

@@ -29,7 +29,7 @@ from common import DEFAULT_WORKDIR, checkpoint, make_photos  # noqa: E402  (puts
 
 from taglens.engine import EngineOptions  # noqa: E402
 from taglens.io.decode import DecodeOptions  # noqa: E402
-from taglens.nsfw import NsfwDetector  # noqa: E402
+from taglens.models.vit_classifier import NsfwDetector
 
 # taglens decodes in full by default, as the pipeline does; JPEG draft mode (docs/decoding.md) is
 # faster on large JPEGs and moves the scores, so it is only timed, never compared.

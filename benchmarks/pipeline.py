@@ -41,9 +41,9 @@ from common import DEFAULT_WORKDIR, PeakRss, checkpoint, make_photos, matmul_pea
 from PIL import Image
 
 from taglens.engine import EngineOptions, run
-from taglens.models.joytag import load_model
+from taglens.models.joytag_vit import load_model
 from taglens.records import Record
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 LABELS = ("a photo of 2 cats", "a photo of 2 dogs")
 TEMPLATE = "{}"  # the card passes full sentences; same prompts on both sides

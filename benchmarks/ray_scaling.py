@@ -36,7 +36,7 @@ from common import checkpoint, make_photos
 from taglens import distributed, engine
 from taglens.engine import EngineOptions
 from taglens.io.locations import list_locations
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 from taglens.testing import write_vit_classifier
 
 

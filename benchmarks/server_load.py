@@ -52,7 +52,7 @@ import psutil  # noqa: E402
 from common import make_photos  # noqa: E402
 
 from taglens.engine import EngineOptions, run  # noqa: E402
-from taglens.nsfw import NsfwDetector  # noqa: E402
+from taglens.models.vit_classifier import NsfwDetector
 from taglens.testing import write_siglip, write_vit_classifier  # noqa: E402
 
 TINY_TAGGER = ROOT / "tests" / "fixtures" / "joytag-tiny"

@@ -29,7 +29,7 @@ from PIL import Image
 
 from taglens.engine import EngineOptions, run  # noqa: E402
 from taglens.testing import write_siglip  # noqa: E402
-from taglens.zeroshot import Embedder  # noqa: E402
+from taglens.models.siglip import Embedder
 
 DEFAULT_CHECKPOINT = DEFAULT_WORKDIR / "siglip-so400m-patch14-224-random"  # common.checkpoint("siglip")
 

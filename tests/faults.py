@@ -36,9 +36,9 @@ def is_poison(pixels: np.ndarray) -> np.ndarray:
 
 
 def poison_nsfw(monkeypatch=None) -> None:
-    """Make `taglens.nsfw.NsfwJob.forward` (the engine's and the server's path) raise on a poison;
+    """Make `taglens.models.vit_classifier.NsfwJob.forward` (the engine's and the server's path) raise on a poison;
     with a pytest ``monkeypatch``, only until the test ends."""
-    from taglens.nsfw import NsfwJob
+    from taglens.models.vit_classifier import NsfwJob
 
     original = NsfwJob.forward
 

@@ -20,10 +20,13 @@ from taglens.io.decode import DecodedImage, DecodeOptions, decode, decode_image
 # The model and library classes pull in torch and transformers: imported on first use, so that
 # `import taglens` (and a CLI that only indexes an unchanged folder) stays fast.
 _LAZY = {
-    "Tagger": "taglens.tagging",
-    "ZeroShotClassifier": "taglens.zeroshot",
-    "Embedder": "taglens.zeroshot",
-    "NsfwDetector": "taglens.nsfw",
+    "Tagger": "taglens.models.joytag",
+    "ZeroShotClassifier": "taglens.models.siglip",
+    "Embedder": "taglens.models.siglip",
+    "NsfwDetector": "taglens.models.vit_classifier",
+    "ModelSet": "taglens.models.modelset",
+    "TaskRequest": "taglens.models.modelset",
+    "TagSelection": "taglens.models.tag_selection",
     "Library": "taglens.library",
 }
 
@@ -44,8 +47,11 @@ __all__ = [
     "ImageDecodeError",
     "Library",
     "ModelNotFoundError",
+    "ModelSet",
     "NsfwDetector",
+    "TagSelection",
     "TagSelectionError",
+    "TaskRequest",
     "Tagger",
     "TaglensError",
     "UnsafeCheckpointError",

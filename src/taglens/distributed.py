@@ -55,7 +55,7 @@ from taglens.io.locations import (
     storage_error,
 )
 from taglens.records import Record
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 log = logging.getLogger(__name__)
 

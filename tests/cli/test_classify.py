@@ -12,11 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from taglens.cli import cli
-from taglens.cli.classify import DEFAULT_MODEL as CLI_DEFAULT_MODEL
-from taglens.cli.classify import DEFAULT_TEMPLATE as CLI_DEFAULT_TEMPLATE
+from taglens.cli.classify import classify as classify_command
 from taglens.io.decode import decode_image
-from taglens.models.siglip import DEFAULT_MODEL
-from taglens.zeroshot import DEFAULT_TEMPLATE
+from taglens.models.siglip import CONFIG
 
 from ..conftest import photo
 
@@ -77,7 +75,9 @@ def test_same_labels_and_scores_as_the_transformers_pipeline(checkpoints, pipeli
 def test_default_template_is_the_pipelines_default(checkpoints, pipelines, images):
     records = classify(images[0], "--model", str(checkpoints["siglip64"]), "-l", "a cat,a dog,a plane")
     assert_same_ranking(records[0]["labels"], pipelines["siglip64"](images[0], candidate_labels=LABELS[:3]))
-    assert CLI_DEFAULT_TEMPLATE == DEFAULT_TEMPLATE and CLI_DEFAULT_MODEL == DEFAULT_MODEL
+    defaults = {p.name: p for p in classify_command.params}
+    assert defaults["model"].default == CONFIG.hub_id == "google/siglip-so400m-patch14-224"
+    assert f"'{CONFIG.template}'" in defaults["templates"].help
 
 
 def test_rgba_differs_from_the_pipeline_on_purpose(checkpoints, pipelines, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from taglens.cli import cli
-from taglens.zeroshot import Embedder
+from taglens.models.siglip import Embedder
 
 from ..conftest import photo
 

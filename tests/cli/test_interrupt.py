@@ -124,7 +124,7 @@ def test_ctrl_c_before_any_image_is_exit_130_without_a_traceback(checkpoints, fo
     from click.testing import CliRunner
 
     from taglens.cli import cli
-    from taglens.tagging import Tagger
+    from taglens.models.joytag import Tagger
 
     def loading(*args, **kwargs):
         raise KeyboardInterrupt

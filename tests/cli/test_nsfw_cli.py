@@ -89,11 +89,10 @@ def test_positive_label_errors_and_usage_errors(checkpoints, image_dir, tmp_path
 
 def test_cli_defaults_match_the_library():
     from taglens.cli import nsfw as command
-    from taglens.models.vit_classifier import DEFAULT_MODEL
-    from taglens.nsfw import DEFAULT_POSITIVE_LABEL, DEFAULT_THRESHOLD
+    from taglens.models.vit_classifier import CONFIG, DEFAULT_POSITIVE_LABEL
 
-    assert (command.DEFAULT_MODEL, command.DEFAULT_THRESHOLD) == (DEFAULT_MODEL, DEFAULT_THRESHOLD)
     defaults = {p.name: p.default for p in command.nsfw.params}
+    assert (defaults["model"], defaults["threshold"]) == (CONFIG.hub_id, CONFIG.threshold)
     assert defaults["positive_label"] == DEFAULT_POSITIVE_LABEL
 
 

@@ -10,7 +10,7 @@ import pytest
 from taglens import distributed
 from taglens.errors import TaglensError
 from taglens.io.locations import LocationError
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 from ..conftest import photo
 from ..s3 import free_port, moto_server

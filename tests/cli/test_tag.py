@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from taglens.cli import cli
-from taglens.models.joytag import load_tags
+from taglens.models.joytag_vit import load_tags
 
 from ..conftest import JOYTAG_TINY
 
@@ -225,8 +225,10 @@ def test_help_has_an_example():
     assert result.exit_code == 0 and "Example:" in result.output and "taglens tag photos/" in result.output
 
 
-def test_default_model_is_the_hub_id():
-    from taglens.cli.tag import DEFAULT_MODEL
-    from taglens.models.joytag import HUB_ID
+def test_default_model_and_threshold_are_the_familys():
+    from taglens.cli.tag import tag
+    from taglens.models.joytag import CONFIG
 
-    assert DEFAULT_MODEL == HUB_ID == "fancyfeast/joytag"
+    defaults = {p.name: p.default for p in tag.params}
+    assert defaults["model"] == CONFIG.hub_id == "fancyfeast/joytag"
+    assert defaults["threshold"] == CONFIG.threshold == 0.4

@@ -23,8 +23,8 @@ from taglens.errors import TaglensError
 from taglens.io.inputs import iter_image_paths
 from taglens.records import Record
 from taglens.io.sinks import ParquetSink
-from taglens.tagging import TagSelection
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.tag_selection import TagSelection
+from taglens.models.modelset import ModelSet, TaskRequest
 
 from ..conftest import photo, write_image_folder
 

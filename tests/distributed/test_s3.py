@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from taglens import engine
 from taglens.io.arrow import records_from_table
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 from ..cli.installed import run_taglens
 from ..conftest import photo

@@ -46,8 +46,8 @@ def library(tmp_path_factory, models) -> dict[str, Any]:
     """A library of 12 pictures indexed with the same tiny checkpoints (tag, nsfw, embed), with an
     NSFW threshold at the median score so that about half the pictures are flagged."""
     from taglens.library import Library, loaded
-    from taglens.tagging import TagSelection
-    from taglens.tasks import ModelSet
+    from taglens.models.tag_selection import TagSelection
+    from taglens.models.modelset import ModelSet
 
     root = tmp_path_factory.mktemp("served")
     photos = root / "photos"

@@ -11,8 +11,8 @@ import pytest
 from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError
 from taglens.io.decode import decode
-from taglens.tagging import TagSelection
-from taglens.tasks import TaskRequest
+from taglens.models.tag_selection import TagSelection
+from taglens.models.modelset import TaskRequest
 
 from .conftest import encoded
 

@@ -7,7 +7,7 @@ import torch
 
 from taglens.engine import EngineOptions, run
 from taglens.engine.placement import CompiledForward
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 from ..conftest import photo
 

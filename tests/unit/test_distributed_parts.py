@@ -17,7 +17,7 @@ from taglens.engine import EngineOptions
 from taglens.errors import TaglensError
 from taglens.io.inputs import iter_image_paths
 from taglens.io.locations import list_locations
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

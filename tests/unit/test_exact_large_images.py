@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from taglens.io.decode import DecodeOptions, decode
-from taglens.models.joytag import load_model
-from taglens.nsfw import NsfwDetector
-from taglens.tagging import Tagger
+from taglens.models.joytag_vit import load_model
+from taglens.models.vit_classifier import NsfwDetector
+from taglens.models.joytag import Tagger
 from taglens.testing import write_joytag, write_siglip, write_vit_classifier
-from taglens.zeroshot import Embedder, ZeroShotClassifier
+from taglens.models.siglip import Embedder, ZeroShotClassifier
 
 from ..cli.installed import run_taglens
 from .test_joytag_preprocess import reference_tensor

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from taglens.errors import CheckpointError
-from taglens.models.siglip import load
+from taglens.models.siglip import load_model as load
 from taglens.models.vit_classifier import ImageClassifier
 
 from ..cli.installed import error_lines, run_taglens

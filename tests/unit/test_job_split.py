@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from taglens.tagging import TagSelection
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.tag_selection import TagSelection
+from taglens.models.modelset import ModelSet, TaskRequest
 
 from ..conftest import photo
 

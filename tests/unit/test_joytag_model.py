@@ -17,18 +17,10 @@ from safetensors.torch import load_file, save_file
 
 from taglens.errors import CheckpointError
 from taglens.io.decode import decode_image
-from taglens.models.joytag import (
-    RELEASED_CONFIG,
-    JoyTag,
-    JoyTagConfig,
-    checkpoint_filter,
-    expected_shapes,
-    load_model,
-    load_tags,
-    parse_cnn_stem,
-)
-from taglens.models.joytag_preprocess import CLIP_MEAN, CLIP_STD, JoyTagTransform
-from taglens.tagging import Tagger, TagSelection
+from taglens.models.joytag_vit import RELEASED_CONFIG, JoyTag, JoyTagConfig, checkpoint_filter, expected_shapes, load_model, load_tags, parse_cnn_stem
+from taglens.models.joytag import CLIP_MEAN, CLIP_STD, JoyTagTransform
+from taglens.models.joytag import Tagger
+from taglens.models.tag_selection import TagSelection
 from taglens.testing import write_joytag
 from taglens.testing.joytag import PRESETS
 
@@ -351,7 +343,7 @@ def test_batch_norm_and_gelu_stem_layers():
 
 def test_positions_are_the_sin_cos_layout():
     """Quarters: sin(x w), cos(x w), sin(y w), cos(y w); w_i = 10000 ** -(i / (d/4 - 1)); row-major."""
-    from taglens.models.joytag import sincos_positions
+    from taglens.models.joytag_vit import sincos_positions
 
     pos = sincos_positions(3, 5, 8, torch.device("cpu"), torch.float32).double()
     w = 10000.0 ** -(torch.arange(2, dtype=torch.float64) / 1)

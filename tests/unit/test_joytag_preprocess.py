@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from taglens.models import joytag_preprocess
-from taglens.models.joytag_preprocess import CLIP_MEAN, CLIP_STD, JoyTagTransform, exact_square_affordable
+from taglens.models import joytag as joytag_preprocess
+from taglens.models.joytag import CLIP_MEAN, CLIP_STD, JoyTagTransform, exact_square_affordable
 
 from ..conftest import photo
 

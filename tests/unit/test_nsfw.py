@@ -10,7 +10,7 @@ from taglens.engine import EngineOptions
 from taglens.errors import UnknownLabelError
 from taglens.models.hf_preprocess import HfImageTransform
 from taglens.models.vit_classifier import probabilities
-from taglens.nsfw import DEFAULT_THRESHOLD, NsfwDetector, NsfwJob
+from taglens.models.vit_classifier import DEFAULT_THRESHOLD, NsfwDetector, NsfwJob
 
 from ..conftest import photo
 

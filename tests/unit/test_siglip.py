@@ -13,8 +13,8 @@ import torch
 
 from taglens.errors import CheckpointError, PromptTruncatedWarning
 from taglens.models.hf_preprocess import HfImageTransform
-from taglens.models.siglip import load
-from taglens.zeroshot import ZeroShotClassifier
+from taglens.models.siglip import load_model as load
+from taglens.models.siglip import ZeroShotClassifier
 
 from ..conftest import photo
 

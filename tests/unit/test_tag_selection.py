@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from taglens.errors import TagSelectionError, UnknownTagError
-from taglens.models.joytag import load_tags
-from taglens.tagging import TagSelection, read_tag_list, read_thresholds, split_tags
+from taglens.models.joytag_vit import load_tags
+from taglens.models.tag_selection import TagSelection, read_tag_list, read_thresholds, split_tags
+from taglens.models.joytag import CONFIG as JOYTAG
 
 from taglens.models.tagnames import TagNames
 
@@ -22,7 +23,8 @@ FLOAT32_04 = float(np.float32(0.4))  # 0.4000000059604645
 
 
 def kept(selection: TagSelection, scores, tags=TAGS):
-    return [(t.tag, t.score) for t in selection.resolve(tags).select(np.asarray(scores, dtype=np.float32))]
+    resolved = selection.resolve(tags, JOYTAG.threshold)
+    return [(t.tag, t.score) for t in resolved.select(np.asarray(scores, dtype=np.float32))]
 
 
 def test_threshold_is_strictly_greater_and_compared_in_float32_like_the_reference():
@@ -68,10 +70,10 @@ def test_names_match_with_spaces_for_underscores_and_in_any_case():
 
 def test_unknown_names_are_an_error_naming_them_and_the_closest_names():
     with pytest.raises(UnknownTagError, match=r"no tags named 'catt' \(did you mean 'cat'\?\), 'dgo'$") as caught:
-        TagSelection(exclude=frozenset({"dgo", "catt"})).resolve(TAGS)
+        TagSelection(exclude=frozenset({"dgo", "catt"})).resolve(TAGS, JOYTAG.threshold)
     assert caught.value.unknown == ["catt", "dgo"] and isinstance(caught.value, TagSelectionError)
     with pytest.raises(TagSelectionError, match="'nope'"):
-        TagSelection(thresholds={"nope": 0.3}).resolve(TAGS)
+        TagSelection(thresholds={"nope": 0.3}).resolve(TAGS, JOYTAG.threshold)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -86,7 +88,7 @@ def test_invalid_selections_are_refused(kwargs):
 def test_the_fixture_tags_at_the_default_threshold():
     expected = json.loads((JOYTAG_TINY / "expected.json").read_text())
     tags = load_tags(JOYTAG_TINY)
-    resolved = TagSelection().resolve(tags)
+    resolved = TagSelection().resolve(tags, JOYTAG.threshold)
     for entry in expected["images"]:
         chosen = resolved.select(np.asarray(entry["scores"], dtype=np.float32))
         assert {t.tag for t in chosen} == set(entry["tags_above_threshold"])

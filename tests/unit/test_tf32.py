@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from taglens.cli import cli
 from taglens.engine.placement import Placement, set_tf32, tf32_enabled
-from taglens.tasks import ModelSet
+from taglens.models.modelset import ModelSet
 
 from ..conftest import photo
 

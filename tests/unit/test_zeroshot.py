@@ -11,7 +11,7 @@ from taglens.engine import EngineOptions, run
 from taglens.errors import ImageDecodeError, LabelsError
 from taglens.models.siglip import ImageTextModel
 from taglens.records import LabelScore
-from taglens.zeroshot import DEFAULT_TEMPLATE, Embedder, ZeroShotClassifier, rank
+from taglens.models.siglip import CONFIG, Embedder, ZeroShotClassifier, rank
 
 from ..conftest import photo
 
@@ -206,7 +206,7 @@ def test_default_template_is_the_pipelines():
     from transformers.pipelines.zero_shot_image_classification import ZeroShotImageClassificationPipeline
 
     default = inspect.signature(ZeroShotImageClassificationPipeline.preprocess).parameters["hypothesis_template"]
-    assert default.default == DEFAULT_TEMPLATE
+    assert default.default == CONFIG.template
 
 
 def test_records_streams_labels_and_embeddings(embedders):

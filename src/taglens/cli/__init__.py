@@ -68,7 +68,7 @@ def cli() -> None:
 
     \b
     Example:
-        taglens tag photos/ --threshold 0.4 --output tags.jsonl
+        taglens tag photos/ --top-k 20 --output tags.jsonl
     """
     # transformers reads these when first imported (inside a command): keep its advisory chatter
     # and per-load progress bars off the terminal, where our own progress bar and messages go.

@@ -2,7 +2,7 @@
 
 Each image is read and decoded once; JoyTag, SigLIP and the NSFW classifier each get their own
 tensor from that one decode; one record per image carries every job's fields. A thin use of
-`taglens.tasks.ModelSet` and `taglens.engine.run`.
+`taglens.models.modelset.ModelSet` and `taglens.engine.run`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from typing import Any
 
 import click
 
+from taglens.models import registry
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
 from taglens.cli.options import (FRACTION, Number, input_options, output_options, refuse_options_of_other_tasks,
                                  runtime_options)
 
-# Defaults repeated from taglens.tasks so that ``taglens --help`` never imports torch.
+# the family configs (reading them imports no torch, so ``taglens --help`` stays quick)
+JOYTAG, SIGLIP, CLASSIFIER = (registry.config(name) for name in ("joytag", "siglip", "vit_classifier"))
 DEFAULT_TASKS = "tag,nsfw"
-DEFAULT_TAGGER = "fancyfeast/joytag"
-DEFAULT_SIGLIP = "google/siglip-so400m-patch14-224"
-DEFAULT_NSFW = "Falconsai/nsfw_image_detection"
-DEFAULT_TEMPLATE = "This is a photo of {}."
 # which task uses each task-specific option (the others are refused when their task is not run)
 TASK_OPTIONS = {
     **dict.fromkeys(("tagger", "tag_threshold", "thresholds_file", "tag_top_k", "exclude"), ("tag",)),
@@ -35,12 +33,12 @@ TASK_OPTIONS = {
 @input_options
 @click.option("--tasks", default=DEFAULT_TASKS, show_default=True,
               help="Comma-separated jobs: tag, classify, nsfw, embed (classify and embed share one SigLIP pass).")
-@click.option("--tagger", default=DEFAULT_TAGGER, show_default=True, help="JoyTag checkpoint: hub id or folder.")
-@click.option("--siglip", default=DEFAULT_SIGLIP, show_default=True,
+@click.option("--tagger", default=JOYTAG.hub_id, show_default=True, help="JoyTag checkpoint: hub id or folder.")
+@click.option("--siglip", default=SIGLIP.hub_id, show_default=True,
               help="SigLIP / SigLIP 2 / CLIP checkpoint for classify and embed: hub id or folder.")
-@click.option("--nsfw-model", default=DEFAULT_NSFW, show_default=True,
+@click.option("--nsfw-model", default=CLASSIFIER.hub_id, show_default=True,
               help="Image classifier for nsfw: hub id or folder.")
-@click.option("--tag-threshold", type=FRACTION, default=0.4, show_default=True,
+@click.option("--tag-threshold", type=FRACTION, default=JOYTAG.threshold, show_default=True,
               help="tag: keep tags whose score is strictly greater than this.")
 @click.option("--thresholds-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="tag: CSV of 'tag,threshold' rows that replace --tag-threshold for those tags.")
@@ -51,13 +49,13 @@ TASK_OPTIONS = {
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="classify: a UTF-8 file with one label per line.")
 @click.option("--template", "templates", multiple=True, metavar="TEXT",
-              help=f"classify: prompt with '{{}}' for the label [default: '{DEFAULT_TEMPLATE}']; repeat to ensemble.")
+              help=f"classify: prompt with '{{}}' for the label [default: '{SIGLIP.template}']; repeat to ensemble.")
 @click.option("--label-threshold", type=FRACTION, default=None,
               help="classify: keep labels whose score is at least this.")
 @click.option("--label-top-k", type=click.IntRange(min=1), default=None, help="classify: keep the k best labels.")
-@click.option("--nsfw-threshold", type=FRACTION, default=0.5, show_default=True,
+@click.option("--nsfw-threshold", type=FRACTION, default=CLASSIFIER.threshold, show_default=True,
               help="nsfw: flag an image when a positive label's score is at or above this.")
-@click.option("--positive-label", default="nsfw", show_default=True,
+@click.option("--positive-label", default=",".join(CLASSIFIER.positive_labels), show_default=True,
               help="nsfw: the label(s) that count as NSFW, comma-separated.")
 @runtime_options
 @output_options(("jsonl", "csv", "parquet"), dir_okay=True, folder_output=lambda params: params["engine"] == "ray",
@@ -101,8 +99,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.io.resume import RESUMABLE_FORMATS
     from taglens.engine.placement import Placement
-    from taglens.tagging import TagSelection, split_tags
-    from taglens.tasks import ModelSet, TaskRequest, parse_tasks
+    from taglens.models.tag_selection import TagSelection, split_tags
+    from taglens.models.modelset import ModelSet, TaskRequest, parse_tasks
 
     caption = {k: rest.pop(k) for k in ("captions", "caption_dir", "caption_ext", "replace_underscores",
                                          "escape_parens", "prefix", "existing")}
@@ -129,7 +127,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
         tag_selection=TagSelection.from_files(threshold=tag_threshold, thresholds_file=thresholds_file,
                                               top_k=tag_top_k, exclude=[t for x in exclude for t in split_tags(x)]),
         labels=tuple(collect_labels(labels, labels_file)) if "classify" in task_names else (),
-        templates=templates or (DEFAULT_TEMPLATE,),
+        templates=templates or (SIGLIP.template,),
         classify_threshold=label_threshold,
         classify_top_k=label_top_k,
         nsfw_threshold=nsfw_threshold,

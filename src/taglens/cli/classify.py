@@ -13,18 +13,18 @@ from taglens.cli.options import FRACTION, input_options, output_options, runtime
 from taglens.cli.runner import engine_options, exit_status, run_to_sink
 from taglens.errors import PromptTruncatedWarning
 from taglens.io.sinks import CsvSink, JsonlSink, open_text_output
+from taglens.models import registry
 
 if TYPE_CHECKING:
-    from taglens.zeroshot import Embedder
+    from taglens.models.siglip import Embedder
 
-DEFAULT_MODEL = "google/siglip-so400m-patch14-224"  # taglens.models.siglip.DEFAULT_MODEL, without importing torch
-DEFAULT_TEMPLATE = "This is a photo of {}."
+SIGLIP = registry.config("siglip")  # a family config: reading it imports no torch
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--model`` and ``--revision`` for the SigLIP/CLIP commands (classify, embed)."""
     f = click.option("--revision", default=None, help="Hub commit, branch or tag to pin (hub ids only).")(f)
-    return click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+    return click.option("--model", "-m", default=SIGLIP.hub_id, show_default=True,
                         help="A SigLIP, SigLIP 2 (fixed resolution) or CLIP checkpoint: hub id or folder.")(f)
 
 
@@ -35,7 +35,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A UTF-8 file with one label per line (blank lines skipped); labels may hold commas here.")
 @click.option("--template", "templates", multiple=True, metavar="TEXT",
-              help=f"Prompt with '{{}}' where the label goes [default: '{DEFAULT_TEMPLATE}']. Repeat to "
+              help=f"Prompt with '{{}}' where the label goes [default: '{SIGLIP.template}']. Repeat to "
                    "average several templates (prompt ensembling).")
 @click.option("--threshold", "-t", type=FRACTION, default=None,
               help="Keep only labels whose score is at least this.")
@@ -61,7 +61,7 @@ def classify(paths: tuple[str, ...], recursive: bool, labels: tuple[str, ...], l
     if runtime["compile_models"]:
         embedder.compile()
     with echo_truncation_warnings():
-        job = embedder.job(names, templates=templates or (DEFAULT_TEMPLATE,), threshold=threshold, top_k=top_k)
+        job = embedder.job(names, templates=templates or (SIGLIP.template,), threshold=threshold, top_k=top_k)
     stream, target = open_text_output(output)
     sink = JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, ["labels"])
     summary = run_to_sink(paths, recursive, [job], engine_options(**runtime), sink, target=target, quiet=quiet)
@@ -84,7 +84,7 @@ def collect_labels(labels: tuple[str, ...], labels_file: str | None) -> list[str
 def load_embedder(model: str, revision: str | None, device: str, dtype: str, *, tf32: bool = False) -> Embedder:
     """The Embedder for ``--model``; a device that is not there is a usage error, not a traceback."""
     from taglens.engine.placement import resolve_device
-    from taglens.zeroshot import Embedder
+    from taglens.models.siglip import Embedder
 
     try:
         resolve_device(device)

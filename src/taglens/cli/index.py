@@ -8,6 +8,7 @@ import click
 
 from taglens.cli.library import library_option, open_library
 from taglens.cli.options import FRACTION, refuse_options_of_other_tasks, runtime_options
+from taglens.models import registry
 
 TASKS = ("tag", "nsfw", "embed")
 TASK_OPTIONS = {"tagger": ("tag",), "tag_threshold": ("tag",), "siglip": ("embed",), "nsfw_model": ("nsfw",)}
@@ -30,14 +31,14 @@ def _tasks(value: str) -> tuple[str, ...]:
               help="Which results to keep: any of tag, nsfw, embed (search needs embed).")
 @click.option("--tagger", default=None,
               help="JoyTag-format checkpoint, hub id or folder (default: the library's current one, else "
-                   "fancyfeast/joytag).")
+                   f"{registry.for_task('tag').hub_id}).")
 @click.option("--siglip", default=None,
               help="SigLIP or CLIP checkpoint for embeddings (default: the library's current one, else "
-                   "google/siglip-so400m-patch14-224).")
+                   f"{registry.for_task('embed').hub_id}).")
 @click.option("--nsfw-model", default=None,
               help="Image classifier for NSFW scores (default: the library's current one, else "
-                   "Falconsai/nsfw_image_detection).")
-@click.option("--tag-threshold", type=FRACTION, default=0.4, show_default=True,
+                   f"{registry.for_task('nsfw').hub_id}).")
+@click.option("--tag-threshold", type=FRACTION, default=registry.for_task("tag").threshold, show_default=True,
               help="Keep tags scoring above this.")
 @click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
 @runtime_options
@@ -85,9 +86,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_d
         with open_library(library_dir, create=True) as lib:
             # without a flag, keep the checkpoint the library already uses (switching re-embeds everything)
             current = lib.current_models()
-            picked = {task: flag or current.get(task) or default for task, flag, default in (
-                ("tag", tagger, library_models.DEFAULT_TAGGER), ("embed", siglip, library_models.DEFAULT_SIGLIP),
-                ("nsfw", nsfw_model, library_models.DEFAULT_NSFW))}
+            picked = {task: flag or current.get(task) or registry.for_task(task).hub_id
+                      for task, flag in (("tag", tagger), ("embed", siglip), ("nsfw", nsfw_model))}
             sources = library_models.load_models(
                 tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
                 nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,

@@ -1,5 +1,5 @@
 """``taglens nsfw``: NSFW scores for every image, and optionally a journaled quarantine of the
-flagged files (see docs/nsfw.md). A thin use of `taglens.nsfw` and `taglens.quarantine`."""
+flagged files (see docs/nsfw.md). A thin use of `taglens.models.vit_classifier` and `taglens.quarantine`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import click
 from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
 from taglens.cli.runner import Summary, engine_options, exit_status, run_to_sink
 from taglens.counts import counted
+from taglens.models import registry
 from taglens.records import Record
 
-# Defaults repeated here (not imported) so ``taglens --help`` never imports torch.
-DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
-DEFAULT_THRESHOLD = 0.5
+CLASSIFIER = registry.config("vit_classifier")  # a family config: reading it imports no torch
 
 
 @dataclass
@@ -40,13 +39,13 @@ class NsfwSummary(Summary):
 
 @click.command("nsfw")
 @input_options
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+@click.option("--model", "-m", default=CLASSIFIER.hub_id, show_default=True,
               help="Any transformers image classifier (ViT, DeiT, BEiT, ConvNeXt, Swin, ...): a hub id or a "
                    "checkpoint folder.")
 @click.option("--revision", default=None, help="Hub revision (commit, branch or tag) of --model.")
-@click.option("--threshold", "-t", type=FRACTION, default=DEFAULT_THRESHOLD, show_default=True,
+@click.option("--threshold", "-t", type=FRACTION, default=CLASSIFIER.threshold, show_default=True,
               help="Flag an image when a positive label's score is at or above this (>=).")
-@click.option("--positive-label", "-p", default="nsfw", show_default=True,
+@click.option("--positive-label", "-p", default=",".join(CLASSIFIER.positive_labels), show_default=True,
               help="The label(s) that count as NSFW, comma-separated (e.g. porn,hentai,sexy); "
                    "an image is flagged when any of them passes --threshold.")
 @click.option("--move-to", type=click.Path(file_okay=False), default=None,
@@ -92,7 +91,7 @@ def nsfw(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str
 
     from taglens.cli.outputs import check_folder
     from taglens.errors import OutputError
-    from taglens.nsfw import NsfwDetector
+    from taglens.models.vit_classifier import NsfwDetector
     from taglens.quarantine import InputRoots, Quarantine
     from taglens.io.sinks import CsvSink, JsonlSink, open_text_output
 

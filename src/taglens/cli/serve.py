@@ -17,6 +17,7 @@ import click
 
 from taglens.cli.options import Number
 from taglens.io.decode import DEFAULT_MAX_PIXELS
+from taglens.models import registry
 
 MiB = 1024 * 1024
 
@@ -29,12 +30,13 @@ MiB = 1024 * 1024
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. Anything but loopback needs --api-key (or --insecure-no-auth).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
-@click.option("--tagger", default=None, help="JoyTag checkpoint (default: the library's, else fancyfeast/joytag).")
+@click.option("--tagger", default=None,
+              help=f"JoyTag checkpoint (default: the library's, else {registry.for_task('tag').hub_id}).")
 @click.option("--siglip", default=None,
               help="SigLIP/CLIP checkpoint for classify and embed (default: the library's, else "
-                   "google/siglip-so400m-patch14-224).")
+                   f"{registry.for_task('embed').hub_id}).")
 @click.option("--nsfw-model", default=None,
-              help="Image classifier for nsfw (default: the library's, else Falconsai/nsfw_image_detection).")
+              help=f"Image classifier for nsfw (default: the library's, else {registry.for_task('nsfw').hub_id}).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
               show_default=True, help="Model precision.")

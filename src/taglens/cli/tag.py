@@ -10,17 +10,18 @@ import click
 
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
 from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
+from taglens.models import registry
 from taglens.records import Record
 
-DEFAULT_MODEL = "fancyfeast/joytag"  # taglens.models.joytag.HUB_ID, without importing torch here
+JOYTAG = registry.config("joytag")  # a family config: reading it imports no torch
 
 
 @click.command("tag")
 @input_options
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+@click.option("--model", "-m", default=JOYTAG.hub_id, show_default=True,
               help="Hub id or folder with config.json, model.safetensors and top_tags.txt.")
 @click.option("--revision", default=None, help="Hub revision (commit, branch or tag) to pin.")
-@click.option("--threshold", "-t", type=FRACTION, default=0.4, show_default=True,
+@click.option("--threshold", "-t", type=FRACTION, default=JOYTAG.threshold, show_default=True,
               help="Keep tags whose score is strictly greater than this.")
 @click.option("--thresholds-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV of 'tag,threshold' rows that replace --threshold for those tags.")
@@ -49,14 +50,15 @@ def tag(ctx: click.Context, paths: tuple[str, ...], recursive: bool, model: str,
 
     \b
     Example:
-        taglens tag photos/ --threshold 0.4 --output tags.jsonl
+        taglens tag photos/ --top-k 20 --output tags.jsonl
         taglens tag photos/ --top-k 10 --format txt
         taglens tag dataset/ --captions --replace-underscores --prefix "mychar" --existing overwrite
     """
     from taglens.cli.runner import engine_options, exit_status, run_to_sink
     from taglens.engine.placement import Placement
     from taglens.io.sinks import open_text_output
-    from taglens.tagging import Tagger, TagSelection, split_tags
+    from taglens.models.joytag import Tagger
+    from taglens.models.tag_selection import TagSelection, split_tags
 
     writer = caption_writer(ctx, paths, captions, caption_dir, caption_ext, replace_underscores, escape_parens,
                             prefix, existing)

@@ -96,6 +96,13 @@ def describe_source(source: ImageSource) -> str:
     return getattr(source, "name", None) or "<file object>"
 
 
+def is_single_source(images: object) -> bool:
+    """Whether ``images`` is one image (a path, bytes, a PIL image, an array or a binary file
+    object) rather than an iterable of them: the Python API's calls take either."""
+    return isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)) or hasattr(
+        images, "read")
+
+
 def read_source_bytes(source: str | os.PathLike | BinaryIO, options: DecodeOptions, name: str) -> bytes:
     """Read a path or file object whole, enforcing ``max_bytes`` before reading more than that."""
     if isinstance(source, (str, os.PathLike)):

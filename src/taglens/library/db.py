@@ -36,6 +36,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from taglens.errors import LibraryError, LibraryVersionError
+from taglens.models.vit_classifier import unsafe_score
 from taglens.records import NsfwResult, TagScore
 
 TASKS = ("tag", "nsfw", "embed")
@@ -321,20 +322,6 @@ def write_nsfw(conn: sqlite3.Connection, content: int, model: int, result: NsfwR
         (content, model, result.label, float(result.score), unsafe_score(result), int(result.flagged),
          json.dumps({k: float(v) for k, v in result.scores.items()})),
     )
-
-
-SAFE_LABELS = frozenset({"normal", "neutral", "safe", "sfw", "drawings"})
-
-
-def unsafe_score(result: NsfwResult) -> float:
-    """One number for ``--max-nsfw``: the probability of the label ``nsfw`` when the classifier has
-    one (Falconsai), else the highest score among labels that are not safe ones (``normal``,
-    ``neutral``, ``safe``, ``sfw``, ``drawings``), e.g. ``porn``/``hentai``/``sexy``."""
-    scores = {k.lower(): float(v) for k, v in result.scores.items()}
-    if "nsfw" in scores:
-        return scores["nsfw"]
-    unsafe = [v for k, v in scores.items() if k not in SAFE_LABELS]
-    return max(unsafe, default=0.0)
 
 
 def write_embedding(conn: sqlite3.Connection, content: int, model: int, vector: np.ndarray) -> None:

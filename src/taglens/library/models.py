@@ -3,9 +3,9 @@
 A `ModelSource` knows its task and the identity (model id, revision) of its checkpoint without
 loading weights (`taglens.models.hub.resolve_model` only looks at files), so re-indexing an unchanged
 folder never imports torch. `load_models` is the one place the real model families are named:
-JoyTag through `taglens.tagging.Tagger`, SigLIP/CLIP through `taglens.zeroshot.Embedder` and
-the NSFW classifier through `taglens.nsfw.NsfwDetector`, each loaded through a
-`taglens.tasks.ModelSet` (one loaded model per family, shareable with other jobs of the
+JoyTag through `taglens.models.joytag.Tagger`, SigLIP/CLIP through `taglens.models.siglip.Embedder` and
+the NSFW classifier through `taglens.models.vit_classifier.NsfwDetector`, each loaded through a
+`taglens.models.modelset.ModelSet` (one loaded model per family, shareable with other jobs of the
 process). Tests pass their own sources (`loaded(...)` wraps a Job that already exists).
 """
 
@@ -17,19 +17,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from taglens.engine import Job
-from taglens.errors import LibraryError, UnknownLabelError
-from taglens.tasks import DEFAULT_NSFW, DEFAULT_SIGLIP, DEFAULT_TAGGER
+from taglens.errors import LibraryError
+from taglens.models import registry
 
 if TYPE_CHECKING:
-    from taglens.nsfw import NsfwDetector
-    from taglens.tasks import ModelSet
-    from taglens.zeroshot import Embedder
+    from taglens.models.vit_classifier import NsfwDetector
+    from taglens.models.modelset import ModelSet
+    from taglens.models.siglip import Embedder
 
-__all__ = ["DEFAULT_NSFW", "DEFAULT_SIGLIP", "DEFAULT_TAGGER", "TAG_THRESHOLD", "LazyModel", "LoadedModel",
-           "ModelSource", "load_embedder", "load_models", "loaded", "tagger_tag_names"]
+__all__ = ["LazyModel", "LoadedModel", "ModelSource", "load_embedder", "load_models", "loaded", "tagger_tag_names"]
 
-TAG_THRESHOLD = 0.4
-TAG_LIST_FILE = "top_tags.txt"  # taglens.models.joytag.TAGS_FILE, without importing torch
+TAG_LIST_FILE = "top_tags.txt"  # taglens.models.joytag_vit.TAGS_FILE, without importing torch
 
 
 class ModelSource(Protocol):
@@ -100,32 +98,33 @@ def loaded(task: str, job: Job) -> LoadedModel:
 
 def load_models(
     *,
-    tagger: str | os.PathLike | None = DEFAULT_TAGGER,
-    siglip: str | os.PathLike | None = DEFAULT_SIGLIP,
-    nsfw_model: str | os.PathLike | None = DEFAULT_NSFW,
+    tagger: str | os.PathLike | None = registry.for_task("tag").hub_id,
+    siglip: str | os.PathLike | None = registry.for_task("embed").hub_id,
+    nsfw_model: str | os.PathLike | None = registry.for_task("nsfw").hub_id,
     device: str = "auto",
     dtype: str = "float32",
-    tag_threshold: float = TAG_THRESHOLD,
+    tag_threshold: float | None = None,
     model_set: ModelSet | None = None,
     tf32: bool = False,
 ) -> list[LazyModel]:
     """The real model families for an index run, each loaded only if something needs it.
 
     ``None`` leaves a task out. The library stores what each family's job gives: JoyTag tags
-    scoring strictly above ``tag_threshold``, the NSFW classifier's scores, and SigLIP/CLIP image
+    scoring strictly above ``tag_threshold`` (default: the tagger family's), the NSFW classifier's scores, and SigLIP/CLIP image
     embeddings (from the same image-tower pass ``taglens analyze --tasks embed`` runs).
     ``model_set`` shares already loaded models (its names then win over the arguments);
     otherwise one is made from the arguments.
     """
-    from taglens.tasks import ModelSet
+    from taglens.models.modelset import ModelSet
 
     if model_set is None:
-        model_set = ModelSet(tagger=tagger or DEFAULT_TAGGER, siglip=siglip or DEFAULT_SIGLIP,
-                             nsfw_model=nsfw_model or DEFAULT_NSFW, device=device, dtype=dtype, tf32=tf32)
+        chosen = {name: value for name, value in (("tagger", tagger), ("siglip", siglip), ("nsfw_model", nsfw_model))
+                  if value is not None}
+        model_set = ModelSet(**chosen, device=device, dtype=dtype, tf32=tf32)
     sources: list[LazyModel] = []
     if tagger is not None:
         def tag_job() -> Job:
-            from taglens.tagging import TagSelection
+            from taglens.models.tag_selection import TagSelection
 
             return model_set.load_tagger().job(TagSelection(threshold=tag_threshold))
 
@@ -139,21 +138,10 @@ def load_models(
 
 
 def nsfw_detector(model_set: ModelSet) -> NsfwDetector:
-    """The set's NSFW classifier; one without an ``nsfw`` label (``porn``/``hentai``/``sexy``
-    checkpoints) is flagged by its labels that are not safe ones (`taglens.library.db.SAFE_LABELS`)."""
-    try:
-        return model_set.load_nsfw()
-    except UnknownLabelError:
-        from taglens.library.db import SAFE_LABELS
-        from taglens.models.vit_classifier import ImageClassifier
-        from taglens.nsfw import NsfwDetector
+    """The set's NSFW classifier under the library's rule (`taglens.models.vit_classifier.library_detector`)."""
+    from taglens.models.vit_classifier import library_detector
 
-        classifier = ImageClassifier.from_pretrained(os.fspath(model_set.nsfw_model), device=model_set.device,
-                                                     dtype=model_set.dtype, tf32=model_set.tf32)
-        unsafe = [label for label in classifier.labels if label.lower() not in SAFE_LABELS]
-        if not unsafe:
-            raise
-        return NsfwDetector(classifier, positive_label=unsafe)
+    return library_detector(model_set.load_classifier())
 
 
 def tagger_tag_names(model_id: str, revision: str) -> tuple[str, ...] | None:
@@ -172,8 +160,8 @@ def tagger_tag_names(model_id: str, revision: str) -> tuple[str, ...] | None:
 
 
 def load_embedder(model: str, revision: str | None, *, device: str = "auto", dtype: str = "float32") -> Embedder:
-    """The SigLIP/CLIP `taglens.zeroshot.Embedder` (text and image towers) of ``model`` at ``revision``:
+    """The SigLIP/CLIP `taglens.models.siglip.Embedder` (text and image towers) of ``model`` at ``revision``:
     what search loads for the checkpoint recorded in the library."""
-    from taglens.zeroshot import Embedder
+    from taglens.models.siglip import Embedder
 
     return Embedder.from_pretrained(model, revision=revision, device=device, dtype=dtype)

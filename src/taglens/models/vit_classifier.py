@@ -1,5 +1,6 @@
-"""Any transformers image classifier (ViT, ConvNeXt, Swin, ...): load, preprocess, batched
-forward, probabilities.
+"""The image-classifier family, used for NSFW detection: any transformers image classifier (ViT,
+ConvNeXt, Swin, ...). Its configuration as data (`CONFIG`), the loaded classifier
+(`ImageClassifier`), the NSFW rule and policy (`NsfwDetector`, `NsfwJob`, `unsafe_score`).
 
 The default is ``Falconsai/nsfw_image_detection`` (ViT-B/16 at 224 px, labels ``normal`` /
 ``nsfw``), but nothing here is specific to it: the labels come from ``config.id2label``, the
@@ -7,23 +8,67 @@ preprocessing from the image processor transformers resolves for the folder
 (`taglens.models.hf_preprocess`, bit-identical to it), and the activation from the config exactly as
 transformers' image-classification pipeline chooses it (`activation_for`). Logits are always
 taken to float32 before the activation, whatever dtype the model runs in.
+
+**NSFW.** `NsfwDetector` is the Python twin of ``taglens nsfw``; its `job` is what the command,
+the combined ``analyze`` pass and the library feed to `taglens.engine.run`. The rule, in one place:
+
+- ``scores`` holds every label's score (softmax over the labels, or a sigmoid per label for a
+  multi-label checkpoint: see `taglens.models.vit_classifier.activation_for`);
+- ``label`` / ``score`` are the top label and its score (the first label wins a tie, as in
+  transformers' pipeline);
+- ``flagged`` is true when **any** positive label's score is **at or above** the threshold
+  (``>=``; default 0.5, so on a two-label softmax checkpoint a file is flagged exactly when
+  ``nsfw`` scores at least as high as ``normal``). Each positive label is judged on its own
+  score; with a softmax checkpoint whose positive classes split the mass (e.g. porn 0.3,
+  hentai 0.3), lower the threshold if that case should count.
+
+The library's policy for classifiers without an ``nsfw`` label (``porn``/``hentai``/``sexy``
+checkpoints) lives here too: such a classifier is flagged by its labels that are not safe ones
+(`SAFE_LABELS`), and `unsafe_score` is the one number search's ``max_nsfw`` compares.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
-from taglens.errors import CheckpointError
-from taglens.models.hub import ResolvedModel, resolve_model
+from taglens.engine import EngineOptions, run
+from taglens.engine.placement import CompiledForward, Placement
+from taglens.errors import CheckpointError, UnknownLabelError
+from taglens.io.decode import ImageSource, is_single_source
 from taglens.models.hf_loading import load_strict
 from taglens.models.hf_preprocess import ImageTransform, load_transform
-from taglens.engine.placement import CompiledForward, Placement
+from taglens.models.hub import ResolvedModel, resolve_model
+from taglens.models.registry import FamilyConfig
+from taglens.records import NsfwResult, Record
 
-DEFAULT_MODEL = "Falconsai/nsfw_image_detection"
+if TYPE_CHECKING:
+    import torch
+
+    from taglens.models.modelset import TaskRequest
+
+CONFIG = FamilyConfig(
+    name="vit_classifier",
+    tasks=("nsfw",),
+    hub_id="Falconsai/nsfw_image_detection",
+    summary="Falconsai's ViT-B/16 at 224 px, labels normal / nsfw (softmax)",
+    input_size=224,
+    resample="bilinear",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    license="apache-2.0",
+    url="https://huggingface.co/Falconsai/nsfw_image_detection",
+    threshold=0.5,
+    positive_labels=("nsfw",),
+)
+DEFAULT_THRESHOLD: float = CONFIG.threshold  # type: ignore[assignment]
+DEFAULT_POSITIVE_LABEL = ",".join(CONFIG.positive_labels)
+SAFE_LABELS = frozenset({"normal", "neutral", "safe", "sfw", "drawings"})
+"""Labels that never count as NSFW, for classifiers that have no ``nsfw`` label."""
 
 Activation = Literal["softmax", "sigmoid", "none"]
 
@@ -84,7 +129,7 @@ class ImageClassifier:
     @classmethod
     def from_pretrained(
         cls,
-        model: str = DEFAULT_MODEL,
+        model: str = CONFIG.hub_id,
         revision: str | None = None,
         *,
         device: str | torch.device = "auto",
@@ -126,6 +171,8 @@ class ImageClassifier:
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """(B, C, H, W) float32 preprocessed pixels -> (B, L) float32 logits."""
+        import torch
+
         with torch.inference_mode():
             out = (self.compiled or self._logits)(self.placement.batch(pixels))
         return out.float().cpu().numpy()
@@ -141,3 +188,230 @@ class ImageClassifier:
         """(B, C, H, W) -> (B, L) float32 scores (softmax, sigmoid or raw, per `activation`)."""
         return probabilities(self.logits(pixels), self.activation)
 
+
+# ----------------------------------------------------------------------------- NSFW: the rule and the job
+
+
+def parse_labels(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"porn, hentai,sexy"`` or ``["porn", "hentai"]`` -> a tuple of stripped, non-empty names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    labels = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if not labels:
+        raise UnknownLabelError("no positive label given")
+    return labels
+
+
+def match_labels(
+    requested: Sequence[str], labels: Sequence[str], *, model_id: str = "the checkpoint"
+) -> tuple[int, ...]:
+    """Indices of ``requested`` among ``labels``: an exact name, else a name equal ignoring case
+    when exactly one label matches. An unknown name is an `UnknownLabelError` listing the labels."""
+    indices = []
+    for name in requested:
+        if name in labels:
+            indices.append(labels.index(name))
+            continue
+        folded = [i for i, label in enumerate(labels) if label.casefold() == name.casefold()]
+        if len(folded) != 1:
+            raise UnknownLabelError(
+                f"{model_id} has no label {name!r}; its labels are {', '.join(repr(x) for x in labels)} "
+                "(name the positive one or ones among them)"
+            )
+        indices.append(folded[0])
+    return tuple(dict.fromkeys(indices))
+
+
+@dataclass(frozen=True, eq=False)
+class NsfwJob:
+    """The engine job: (B, C, H, W) pixels -> ``{"nsfw": NsfwResult}`` per image."""
+
+    classifier: ImageClassifier
+    positive: tuple[int, ...]
+    threshold: float
+    name: str = "nsfw"
+
+    @property
+    def transform(self) -> ImageTransform:
+        return self.classifier.transform
+
+    @property
+    def model_id(self) -> str:
+        return self.classifier.model_id
+
+    @property
+    def revision(self) -> str:
+        return self.classifier.revision
+
+    @property
+    def positive_labels(self) -> tuple[str, ...]:
+        return tuple(self.classifier.labels[i] for i in self.positive)
+
+    def result(self, scores: np.ndarray) -> NsfwResult:
+        """One image's (L,) scores -> its `NsfwResult`."""
+        labels = self.classifier.labels
+        top = int(np.argmax(scores))
+        return NsfwResult(
+            label=labels[top],
+            score=float(scores[top]),
+            scores={label: float(s) for label, s in zip(labels, scores)},
+            flagged=any(bool(scores[i] >= self.threshold) for i in self.positive),
+        )
+
+    @property
+    def forward_key(self) -> ImageClassifier:
+        """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
+        return self.classifier
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's part, shared by every positive label and threshold: (B, C, H, W) -> (B, L)."""
+        return self.classifier.scores(pixels)
+
+    def finish(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """This job's part: each row of `forward`'s scores -> its `NsfwResult`."""
+        return [{"nsfw": self.result(row)} for row in scores]
+
+    def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
+        return self.finish(self.forward(pixels))
+
+
+class NsfwDetector:
+    """An image classifier plus the positive label(s) and threshold that make ``flagged``.
+
+    Example::
+
+        detector = NsfwDetector.from_pretrained()        # Falconsai/nsfw_image_detection
+        [record] = detector("photo.jpg")
+        record.nsfw.flagged, record.nsfw.scores          # True, {"normal": 0.02, "nsfw": 0.98}
+    """
+
+    def __init__(
+        self,
+        classifier: ImageClassifier,
+        *,
+        positive_label: str | Sequence[str] = DEFAULT_POSITIVE_LABEL,
+        threshold: float = DEFAULT_THRESHOLD,
+    ):
+        self.classifier = classifier
+        self._job = self._make_job(positive_label, threshold)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = CONFIG.hub_id,
+        revision: str | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        tf32: bool = False,
+        positive_label: str | Sequence[str] = DEFAULT_POSITIVE_LABEL,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> NsfwDetector:
+        """Load any transformers image classifier (hub id or folder, safetensors only).
+
+        ``positive_label`` is one label or several (a list, or ``"porn,hentai,sexy"``); a label
+        the checkpoint lacks is an `UnknownLabelError` naming the labels it has.
+        """
+        classifier = ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype, tf32=tf32)
+        return cls(classifier, positive_label=positive_label, threshold=threshold)
+
+    @property
+    def model_id(self) -> str:
+        return self.classifier.model_id
+
+    @property
+    def revision(self) -> str:
+        return self.classifier.revision
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.classifier.labels
+
+    @property
+    def positive_labels(self) -> tuple[str, ...]:
+        return self._job.positive_labels
+
+    @property
+    def threshold(self) -> float:
+        return self._job.threshold
+
+    def compile(self) -> None:
+        """Compile the classifier (``torch.compile``; see `taglens.engine.placement.CompiledForward`)."""
+        self.classifier.compile()
+
+    def job(
+        self, *, positive_label: str | Sequence[str] | None = None, threshold: float | None = None
+    ) -> NsfwJob:
+        """The engine job named ``"nsfw"``, with this detector's rule unless overridden here."""
+        if positive_label is None and threshold is None:
+            return self._job
+        return self._make_job(
+            self.positive_labels if positive_label is None else positive_label,
+            self.threshold if threshold is None else threshold,
+        )
+
+    def __call__(
+        self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None
+    ) -> list[Record]:
+        """One `Record` per image (paths, bytes, PIL images, arrays), errors as records."""
+        return list(self.iter(images, options=options))
+
+    def iter(
+        self, images: ImageSource | Iterable[ImageSource], *, options: EngineOptions | None = None
+    ) -> Iterator[Record]:
+        """`__call__` as a stream, for inputs too many to hold."""
+        sources = [images] if is_single_source(images) else images
+        return run(sources, [self._job], options)
+
+    def _make_job(self, positive_label: str | Sequence[str], threshold: float) -> NsfwJob:
+        threshold = float(threshold)
+        if self.classifier.activation != "none" and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+        positive = match_labels(parse_labels(positive_label), self.classifier.labels, model_id=self.model_id)
+        return NsfwJob(self.classifier, positive, threshold)
+
+
+# ----------------------------------------------------------------------------- the library's NSFW policy
+
+
+def unsafe_score(result: NsfwResult) -> float:
+    """One number for ``--max-nsfw``: the probability of the label ``nsfw`` when the classifier has
+    one (Falconsai), else the highest score among labels that are not safe ones (`SAFE_LABELS`),
+    e.g. ``porn``/``hentai``/``sexy``."""
+    scores = {k.lower(): float(v) for k, v in result.scores.items()}
+    if "nsfw" in scores:
+        return scores["nsfw"]
+    unsafe = [v for k, v in scores.items() if k not in SAFE_LABELS]
+    return max(unsafe, default=0.0)
+
+
+def unsafe_labels(labels: Sequence[str]) -> list[str]:
+    """The labels of a classifier that are not safe ones: its positive labels when it has no ``nsfw``."""
+    return [label for label in labels if label.lower() not in SAFE_LABELS]
+
+
+# ----------------------------------------------------------------------------- the family's interface
+
+
+def load(model: str | os.PathLike = CONFIG.hub_id, revision: str | None = None, *, device: str = "auto",
+         dtype: str = "float32", tf32: bool = False) -> ImageClassifier:
+    """The loaded family: the classifier, shared by every NSFW rule (`taglens.models.modelset.ModelSet`)."""
+    return ImageClassifier.from_pretrained(os.fspath(model), revision, device=device, dtype=dtype, tf32=tf32)
+
+
+def job_for(classifier: ImageClassifier, request: TaskRequest) -> NsfwJob:
+    """The ``nsfw`` job of a request: its positive labels (default `CONFIG`'s) and threshold."""
+    detector = NsfwDetector(classifier, positive_label=request.positive_labels or DEFAULT_POSITIVE_LABEL,
+                            threshold=DEFAULT_THRESHOLD if request.nsfw_threshold is None else request.nsfw_threshold)
+    return detector.job()
+
+
+def library_detector(classifier: ImageClassifier) -> NsfwDetector:
+    """The detector the library indexes with: the default rule, or for a classifier without an
+    ``nsfw`` label its labels that are not safe ones."""
+    try:
+        return NsfwDetector(classifier)
+    except UnknownLabelError:
+        unsafe = unsafe_labels(classifier.labels)
+        if not unsafe:
+            raise
+        return NsfwDetector(classifier, positive_label=unsafe)

@@ -5,7 +5,7 @@
 
 The lifespan opens the library (read-only use), picks the checkpoints (a flag, else the one the
 library was indexed with, else the default), loads every model once into a shared
-`taglens.tasks.ModelSet`, and starts the `taglens.server.service.Service` (decode pool, batcher).
+`taglens.models.modelset.ModelSet`, and starts the `taglens.server.service.Service` (decode pool, batcher).
 All of it lives in ``app.state``; routes reach it through `taglens.server.deps`.
 """
 
@@ -33,7 +33,8 @@ from taglens.server.routes import analyze, classify, embed, health, images, nsfw
 from taglens.server.security import GuardMiddleware, require_api_key
 from taglens.server.service import Service, TextTowerOnModelThread
 from taglens.server.settings import Settings
-from taglens.tasks import DEFAULT_NSFW, DEFAULT_SIGLIP, DEFAULT_TAGGER, ModelSet
+from taglens.models import registry
+from taglens.models.modelset import ModelSet
 
 log = logging.getLogger("taglens.server")
 
@@ -52,12 +53,11 @@ def choose_checkpoints(settings: Settings, current: dict[str, str]) -> dict[str,
     """tagger / siglip / nsfw_model: the flag, else the library's current checkpoint (``current``:
     task -> model id), else the default."""
 
-    def pick(flag: str | None, task: str, default: str) -> str:
-        return flag or current.get(task) or default
+    def pick(flag: str | None, task: str) -> str:
+        return flag or current.get(task) or registry.for_task(task).hub_id
 
-    return {"tagger": pick(settings.tagger, "tag", DEFAULT_TAGGER),
-            "siglip": pick(settings.siglip, "embed", DEFAULT_SIGLIP),
-            "nsfw_model": pick(settings.nsfw_model, "nsfw", DEFAULT_NSFW)}
+    return {"tagger": pick(settings.tagger, "tag"), "siglip": pick(settings.siglip, "embed"),
+            "nsfw_model": pick(settings.nsfw_model, "nsfw")}
 
 
 @asynccontextmanager
@@ -70,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shared = models.load_embedder() if models is not None else None
         if shared is not None and (shared.model_id, shared.revision) == (model_id, revision):
             return shared
-        from taglens.zeroshot import Embedder
+        from taglens.models.siglip import Embedder
 
         return Embedder.from_pretrained(model_id, revision=revision, device=settings.device, dtype=settings.dtype,
                                         tf32=settings.tf32)

@@ -1,7 +1,7 @@
 """The API's request and response shapes (pydantic), split by direction: options in, records out.
 
 Options mirror the command line's flags (``taglens tag --threshold`` is ``threshold`` here,
-``taglens analyze --label-top-k`` is ``label_top_k``) and turn into a `taglens.tasks.TaskRequest`.
+``taglens analyze --label-top-k`` is ``label_top_k``) and turn into a `taglens.models.modelset.TaskRequest`.
 Records out are exactly the CLI's JSON lines (`taglens.records.Record.to_json`): ``path``, then
 ``error`` or the fields of the jobs that ran, then a ``<task>_error`` for each job that failed on
 the image (the other jobs' fields kept); fields of jobs that did not run are absent.
@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taglens.errors import LabelsError
-from taglens.tasks import DEFAULT_TEMPLATE, TaskRequest
-from taglens.zeroshot import check_templates
+from taglens.models import registry
+from taglens.models.modelset import TaskRequest
+from taglens.models.siglip import check_templates
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+JOYTAG, SIGLIP, CLASSIFIER = (registry.config(name) for name in ("joytag", "siglip", "vit_classifier"))
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 TopK = Annotated[int, Field(ge=1, le=100_000)]
 Task = Literal["tag", "classify", "nsfw", "embed"]
@@ -76,7 +78,7 @@ class TagOptions(Strict):
     """``taglens tag``: keep tags whose score is > threshold (per-tag thresholds win), at most
     top_k, never the excluded ones."""
 
-    threshold: Probability = 0.4
+    threshold: Probability = JOYTAG.threshold  # type: ignore[assignment]
     thresholds: dict[str, Probability] = Field(default_factory=dict, max_length=10_000,
                                                description="Per-tag thresholds replacing `threshold` "
                                                            "(in a form: fields `TAG=VALUE`).")
@@ -84,7 +86,7 @@ class TagOptions(Strict):
     exclude: list[Name] = Field(default_factory=list, max_length=10_000)
 
     def task_request(self) -> TaskRequest:
-        from taglens.tagging import TagSelection
+        from taglens.models.tag_selection import TagSelection
 
         return TaskRequest(tasks=("tag",), tag_selection=TagSelection(
             threshold=self.threshold, thresholds=self.thresholds, top_k=self.top_k, exclude=frozenset(self.exclude)))
@@ -95,7 +97,7 @@ class ClassifyOptions(Strict):
 
     labels: list[Name] = Field(min_length=1, max_length=1000)
     templates: list[Template] = Field(
-        default_factory=lambda: [DEFAULT_TEMPLATE], min_length=1, max_length=50,
+        default_factory=lambda: [SIGLIP.template], min_length=1, max_length=50,
         description="Prompts with '{}' where the label goes; several are averaged.")
     threshold: Probability | None = None
     top_k: TopK | None = None
@@ -118,8 +120,8 @@ class ClassifyOptions(Strict):
 class NsfwOptions(Strict):
     """``taglens nsfw``: flagged when a positive label scores at or above threshold."""
 
-    threshold: Probability = 0.5
-    positive_label: list[Name] = Field(default_factory=lambda: ["nsfw"], min_length=1, max_length=100)
+    threshold: Probability = CLASSIFIER.threshold  # type: ignore[assignment]
+    positive_label: list[Name] = Field(default_factory=lambda: list(CLASSIFIER.positive_labels), min_length=1, max_length=100)
 
     @field_validator("positive_label")
     @classmethod
@@ -141,18 +143,18 @@ class AnalyzeOptions(Strict):
     """``taglens analyze``: several jobs in one pass, options named as the command's flags."""
 
     tasks: list[Task] = Field(default_factory=lambda: ["tag", "nsfw"], min_length=1, max_length=4)
-    tag_threshold: Probability = 0.4
+    tag_threshold: Probability = JOYTAG.threshold  # type: ignore[assignment]
     thresholds: dict[str, Probability] = Field(default_factory=dict, max_length=10_000,
                                                description="tag: per-tag thresholds (in a form: fields `TAG=VALUE`).")
     tag_top_k: TopK | None = None
     exclude: list[Name] = Field(default_factory=list, max_length=10_000)
     labels: list[Name] = Field(default_factory=list, max_length=1000)
     templates: list[Template] = Field(
-        default_factory=lambda: [DEFAULT_TEMPLATE], min_length=1, max_length=50)
+        default_factory=lambda: [SIGLIP.template], min_length=1, max_length=50)
     label_threshold: Probability | None = None
     label_top_k: TopK | None = None
-    nsfw_threshold: Probability = 0.5
-    positive_label: list[Name] = Field(default_factory=lambda: ["nsfw"], min_length=1, max_length=100)
+    nsfw_threshold: Probability = CLASSIFIER.threshold  # type: ignore[assignment]
+    positive_label: list[Name] = Field(default_factory=lambda: list(CLASSIFIER.positive_labels), min_length=1, max_length=100)
 
     @field_validator("labels", "positive_label")
     @classmethod
@@ -171,7 +173,7 @@ class AnalyzeOptions(Strict):
         return self
 
     def task_request(self) -> TaskRequest:
-        from taglens.tagging import TagSelection
+        from taglens.models.tag_selection import TagSelection
 
         return TaskRequest(
             tasks=tuple(self.tasks),

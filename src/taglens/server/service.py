@@ -1,6 +1,6 @@
 """The HTTP service's side of the engine: admission, timeouts and metrics around one `Engine`.
 
-    service = Service(settings, models, metrics)     # models: a taglens.tasks.ModelSet
+    service = Service(settings, models, metrics)     # models: a taglens.models.modelset.ModelSet
     with service.admit(len(images)):                 # or QueueFull (-> 503 + Retry-After)
         records = await service.run(images, jobs)    # one Record per image, in order
 
@@ -28,7 +28,7 @@ from taglens.io.decode import DecodeOptions, ImageSource
 from taglens.records import Record
 from taglens.server.metrics import Metrics
 from taglens.server.settings import Settings
-from taglens.tasks import ModelSet, TaskRequest
+from taglens.models.modelset import ModelSet, TaskRequest
 
 JOB_CACHE = 256  # distinct option sets whose jobs are kept
 

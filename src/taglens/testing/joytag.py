@@ -62,7 +62,7 @@ def write_joytag(
     """
     from safetensors.torch import save_file
 
-    from taglens.models.joytag import JoyTagConfig, expected_shapes
+    from taglens.models.joytag_vit import JoyTagConfig, expected_shapes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def text_vector(text: str, dim: int = 768) -> np.ndarray:
 
 
 class FakeEmbedder:
-    """`taglens.zeroshot.Embedder`'s shape: text and image towers, SigLIP calibration constants."""
+    """`taglens.models.siglip.Embedder`'s shape: text and image towers, SigLIP calibration constants."""
 
     kind = "siglip"
     logit_scale = 10.0

@@ -17,9 +17,9 @@ from PIL import Image
 
 from taglens.engine import EngineOptions
 from taglens.library import Library, load_models
-from taglens.nsfw import NsfwDetector
-from taglens.tagging import Tagger
-from taglens.zeroshot import Embedder
+from taglens.models.vit_classifier import NsfwDetector
+from taglens.models.joytag import Tagger
+from taglens.models.siglip import Embedder
 
 from .conftest import make_photos, picture
 

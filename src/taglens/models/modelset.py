@@ -5,9 +5,11 @@
     jobs = models.jobs(request)                                      # loads JoyTag and SigLIP
     for record in taglens.engine.run(paths, jobs): ...
 
-``classify`` and ``embed`` share one SigLIP forward pass. A `ModelSet` loads each family on first
-use (thread-safe) and keeps it, so the HTTP service and a Ray actor build per-request jobs from
-one set of weights; the label-embedding cache lives in the loaded `Embedder` and is shared too.
+Every door builds its models through a `ModelSet`: the families and their defaults come from
+`taglens.models.registry`, and each family's ``job_for`` makes its job for a request
+(``classify`` and ``embed`` share one SigLIP forward pass). A `ModelSet` loads each family on first
+use (thread-safe) and keeps it, so the HTTP service and a Ray actor build per-request jobs from one
+set of weights; the label-embedding cache lives in the loaded `Embedder` and is shared too.
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 from taglens.engine import Job
 from taglens.errors import LabelsError, UnknownTaskError
+from taglens.models import registry
+from taglens.models.registry import TASK_FAMILY, TASKS
 
 if TYPE_CHECKING:
-    from taglens.nsfw import NsfwDetector
-    from taglens.tagging import Tagger, TagSelection
-    from taglens.zeroshot import Embedder
+    from taglens.models.joytag_vit import Tagger
+    from taglens.models.siglip import Embedder
+    from taglens.models.tag_selection import TagSelection
+    from taglens.models.vit_classifier import ImageClassifier, NsfwDetector
 
-TASKS = ("tag", "classify", "nsfw", "embed")
-DEFAULT_TAGGER = "fancyfeast/joytag"
-DEFAULT_SIGLIP = "google/siglip-so400m-patch14-224"
-DEFAULT_NSFW = "Falconsai/nsfw_image_detection"
-DEFAULT_TEMPLATE = "This is a photo of {}."
+FIELD_OF_FAMILY = {"joytag": "tagger", "siglip": "siglip", "vit_classifier": "nsfw_model"}
+"""The `ModelSet` field naming each family's checkpoint (the commands' --tagger, --siglip, --nsfw-model)."""
 
 
 def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -51,7 +53,8 @@ class TaskRequest:
     tasks: tuple[str, ...]
     tag_selection: TagSelection | None = None
     labels: tuple[str, ...] = ()
-    templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
+    templates: tuple[str, ...] = ()
+    """Prompt templates; empty: the family's own (``This is a photo of {}.`` for SigLIP)."""
     classify_threshold: float | None = None
     classify_top_k: int | None = None
     nsfw_threshold: float | None = None
@@ -70,9 +73,9 @@ class ModelSet:
     ``tagger``, ``siglip`` and ``nsfw_model`` are hub ids or folders (see `taglens.models.hub`).
     """
 
-    tagger: str | os.PathLike = DEFAULT_TAGGER
-    siglip: str | os.PathLike = DEFAULT_SIGLIP
-    nsfw_model: str | os.PathLike = DEFAULT_NSFW
+    tagger: str | os.PathLike = field(default_factory=lambda: registry.config("joytag").hub_id)
+    siglip: str | os.PathLike = field(default_factory=lambda: registry.config("siglip").hub_id)
+    nsfw_model: str | os.PathLike = field(default_factory=lambda: registry.config("vit_classifier").hub_id)
     device: str = "auto"
     dtype: str = "float32"
     compile: bool = False
@@ -84,40 +87,34 @@ class ModelSet:
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def load_tagger(self) -> Tagger:
-        from taglens.tagging import Tagger
+    def load(self, family: str) -> Any:
+        """Family ``family`` loaded (once) from its checkpoint field, on this set's device and dtype."""
+        def load() -> Any:
+            model = getattr(self, FIELD_OF_FAMILY[family])
+            return registry.family(family).load(model, device=self.device, dtype=self.dtype, tf32=self.tf32)
 
-        return self._get("tag", lambda: Tagger.from_pretrained(self.tagger, device=self.device, dtype=self.dtype,
-                                                               tf32=self.tf32))
+        return self._get(family, load)
+
+    def load_tagger(self) -> Tagger:
+        return self.load("joytag")
 
     def load_embedder(self) -> Embedder:
-        from taglens.zeroshot import Embedder
+        return self.load("siglip")
 
-        return self._get("siglip", lambda: Embedder.from_pretrained(self.siglip, device=self.device, dtype=self.dtype,
-                                                                    tf32=self.tf32))
+    def load_classifier(self) -> ImageClassifier:
+        return self.load("vit_classifier")
 
     def load_nsfw(self) -> NsfwDetector:
-        from taglens.nsfw import NsfwDetector
+        """The NSFW classifier with the default rule (its ``nsfw`` label at 0.5)."""
+        from taglens.models.vit_classifier import NsfwDetector
 
-        return self._get("nsfw", lambda: NsfwDetector.from_pretrained(self.nsfw_model, device=self.device,
-                                                                      dtype=self.dtype, tf32=self.tf32))
+        return NsfwDetector(self.load_classifier())
 
     def jobs(self, request: TaskRequest) -> list[Job]:
-        """One job per model family the request needs (classify and embed share SigLIP's)."""
-        jobs: list[Job] = []
-        if "tag" in request.tasks:
-            jobs.append(self.load_tagger().job(request.tag_selection))
-        if "classify" in request.tasks or "embed" in request.tasks:
-            jobs.append(self.load_embedder().job(
-                list(request.labels) if "classify" in request.tasks else None,
-                templates=request.templates,
-                embedding="embed" in request.tasks,
-                threshold=request.classify_threshold,
-                top_k=request.classify_top_k,
-            ))
-        if "nsfw" in request.tasks:
-            jobs.append(self.load_nsfw().job(positive_label=request.positive_labels, threshold=request.nsfw_threshold))
-        return jobs
+        """One job per model family the request needs, in registry order (classify and embed share SigLIP's)."""
+        needed = {TASK_FAMILY[task] for task in request.tasks}
+        families = [name for name in registry.FAMILIES if name in needed]
+        return [registry.family(name).job_for(self.load(name), request) for name in families]
 
     def _get(self, key: str, load: Any) -> Any:
         with self._lock:
