@@ -51,8 +51,7 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None, *, cach
     if _looks_like_path(text):
         raise ModelNotFoundError(f"model folder {text!r} does not exist")
     if "/" not in text:
-        raise ModelNotFoundError(f"model folder {text!r} does not exist (a hub id has the form org/name, "
-                                 "e.g. fancyfeast/joytag)")
+        raise ModelNotFoundError(f"model folder {text!r} does not exist (a hub id has the form org/name)")
     folder = _snapshot(text, revision, cache_dir)
     require_safetensors(folder, model_name=text)
     return ResolvedModel(folder, text, folder.name)

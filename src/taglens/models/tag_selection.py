@@ -2,8 +2,8 @@
 one model's tag list, as float32 cutoffs).
 
 A tag is kept when its sigmoid score is strictly greater than its threshold (the tag's own from a
-thresholds file, else the global one; by default the tagger family's, 0.4 for JoyTag as its authors
-use), it is not excluded, and it is among the ``top_k`` best when that is set. Kept tags are listed
+thresholds file, else the global one; by default the tagger family's, `FamilyConfig.threshold`,
+as its authors use), it is not excluded, and it is among the ``top_k`` best when that is set. Kept tags are listed
 by score, highest first. Any multi-label tagger family uses it.
 """
 
@@ -28,7 +28,7 @@ class TagSelection:
     """Which tags a tagging run keeps.
 
     ``threshold``: a tag counts when its score is strictly greater; None: the tagger family's
-    default (``FamilyConfig.threshold``, 0.4 for JoyTag), bound in `resolve`.
+    default (``FamilyConfig.threshold``), bound in `resolve`.
     ``thresholds``: per-tag thresholds that replace the global one (see `read_thresholds`).
     ``top_k``: keep at most this many of the tags that pass, the highest scores first.
     ``exclude``: tag names never reported.
@@ -101,7 +101,7 @@ class ResolvedSelection:
     def select(self, scores: np.ndarray) -> tuple[TagScore, ...]:
         """One image's (n_tags,) float32 scores -> the kept tags, highest score first.
 
-        The comparison is in float32, like the reference's ``score > 0.4`` on a float32 tensor.
+        The comparison is in float32, like the reference's ``score > threshold`` on a float32 tensor.
         """
         scores = np.asarray(scores, dtype=np.float32)
         passed = np.flatnonzero(scores > self.cutoffs)
