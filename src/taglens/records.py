@@ -21,6 +21,8 @@ A run succeeds (exit status 0, HTTP 200) when at least one image is done or part
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -44,20 +46,34 @@ def tasks_of_job(name: str) -> tuple[str, ...]:
     return tuple(part for part in name.split("+") if part)
 
 
+class Part:
+    """A record field's value type: its JSON form is its dataclass fields, by name."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Any:
+        """The part back from its JSON form (or an Arrow row: a map comes back as pairs)."""
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: dict(data[f.name]) if hints[f.name] == dict[str, float] else data[f.name]
+                      for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class TagScore:
+class TagScore(Part):
     tag: str
     score: float
 
 
 @dataclass(frozen=True)
-class LabelScore:
+class LabelScore(Part):
     label: str
     score: float
 
 
 @dataclass(frozen=True)
-class NsfwResult:
+class NsfwResult(Part):
     """The classifier's top label and score, every label's score, and whether it passed the
     positive label's threshold."""
 
@@ -125,25 +141,50 @@ class Record:
             out["error"] = self.error
             out.update(self.error_fields())
             return out
-        if self.tags is not None:
-            out["tags"] = [{"tag": t.tag, "score": t.score} for t in self.tags]
-        if self.labels is not None:
-            out["labels"] = [{"label": x.label, "score": x.score} for x in self.labels]
-        if self.nsfw is not None:
-            out["nsfw"] = {
-                "label": self.nsfw.label,
-                "score": self.nsfw.score,
-                "scores": dict(self.nsfw.scores),
-                "flagged": self.nsfw.flagged,
-            }
-        if embedding and self.embedding is not None:
-            out["embedding"] = [float(v) for v in self.embedding]
+        for name in JOB_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (embedding or name != "embedding"):
+                out[name] = _plain(value)
         out.update(self.error_fields())
         return out
 
     def error_fields(self) -> dict[str, str]:
         """``{"<task>_error": reason}`` for each failed task, in task order."""
         return {error_field(task): reason for task, reason in self.task_errors.items()}
+
+
+JOB_FIELDS = tuple(TASK_FIELDS.values())  # ("tags", "labels", "nsfw", "embedding")
+FACT_FIELDS = ("sha256", "size", "mtime", "width", "height")
+
+
+def field_types() -> dict[str, Any]:
+    """Every `Record` field's type, resolved: what the Arrow schema (`taglens.io.arrow`) and the
+    HTTP schemas (`taglens.server.schemas`) are derived from."""
+    return typing.get_type_hints(Record)
+
+
+def wire_fields() -> dict[str, Any]:
+    """The JSON form's fields (`Record.to_json`) and their types, in order: ``path``, ``error``, the
+    job fields (the embedding as a list of floats), then a ``<task>_error`` per task."""
+    types = field_types()
+    out: dict[str, Any] = {"path": types["path"], "error": types["error"]}
+    out.update({name: types[name] for name in JOB_FIELDS})
+    out["embedding"] = list[float] | None
+    out.update({error_field(task): str | None for task in TASKS})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON: parts as objects, tuples of parts as lists, arrays as float lists."""
+    if isinstance(value, Part):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [float(v) for v in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 def _task_order(task: str) -> int:

@@ -20,23 +20,44 @@ command that writes Parquet writes this schema, and ``taglens library import`` r
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from taglens.records import TASK_FIELDS, TASK_OF_FIELD, LabelScore, NsfwResult, Record, TagScore, error_field
+from taglens.records import (FACT_FIELDS, JOB_FIELDS, TASK_FIELDS, TASK_OF_FIELD, Part, Record, error_field,
+                             field_types)
 
-JOB_FIELDS = tuple(TASK_FIELDS.values())  # ("tags", "labels", "nsfw", "embedding")
-FACT_FIELDS = ("sha256", "size", "mtime", "width", "height")
+_SCALARS = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
+_NARROW = {"width": pa.int32(), "height": pa.int32()}  # pixel sides: 32 bits are plenty
 
-_TAGS = pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))
-_LABELS = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
-_NSFW = pa.struct([("label", pa.string()), ("score", pa.float64()),
-                   ("scores", pa.map_(pa.string(), pa.float64())), ("flagged", pa.bool_())])
+
+def arrow_type(hint: Any) -> pa.DataType:
+    """The Arrow type of a record field's Python type: scalars, ``X | None`` (nullable anyway),
+    ``tuple[Part, ...]`` as a list, a `taglens.records.Part` as a struct of its fields,
+    ``dict[str, float]`` as a map."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return arrow_type(inner)
+    if origin is tuple:
+        return pa.list_(arrow_type(args[0]))
+    if origin is dict:
+        return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
+    if isinstance(hint, type) and issubclass(hint, Part):
+        hints = typing.get_type_hints(hint)
+        return pa.struct([(f.name, arrow_type(hints[f.name])) for f in dataclasses.fields(hint)])
+    return _SCALARS[hint]
+
+
+_TYPES = field_types()
+_JOB_TYPES = {name: arrow_type(_TYPES[name]) for name in JOB_FIELDS if name != "embedding"}
+_FACTS = {name: _NARROW.get(name) or arrow_type(_TYPES[name]) for name in FACT_FIELDS}
 _ERRORS = {error_field(task): task for task in TASK_FIELDS}  # column -> task
-_FACTS = {"sha256": pa.string(), "size": pa.int64(), "mtime": pa.float64(), "width": pa.int32(), "height": pa.int32()}
 
 
 def fields_for_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
@@ -59,14 +80,13 @@ def record_schema(fields: Sequence[str], dim: int | None = None, *, key: str = "
     columns: list[tuple[str, pa.DataType]] = [(key, pa.string()), ("error", pa.string())]
     if facts:
         columns += list(_FACTS.items())
-    types = {"tags": _TAGS, "labels": _LABELS, "nsfw": _NSFW}
     for name in fields:
         if name == "embedding":
             if not dim:
                 raise ValueError("an embedding column needs its dimension")
             columns.append(("embedding", pa.list_(pa.float32(), dim)))
         else:
-            columns.append((name, types[name]))
+            columns.append((name, _JOB_TYPES[name]))
     columns += [(error_field(TASK_OF_FIELD[name]), pa.string()) for name in fields]
     return pa.schema(columns, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
@@ -81,14 +101,8 @@ def records_to_table(records: Sequence[Record], schema: pa.Schema) -> pa.Table:
             data[name] = [r.task_errors.get(_ERRORS[name]) for r in records]
         elif name in _FACTS:
             data[name] = [getattr(r, name) for r in records]
-        elif name == "tags":
-            data[name] = [None if r.tags is None else [{"tag": t.tag, "score": t.score} for t in r.tags] for r in records]
-        elif name == "labels":
-            data[name] = [None if r.labels is None else [{"label": x.label, "score": x.score} for x in r.labels]
-                          for r in records]
-        elif name == "nsfw":
-            data[name] = [None if r.nsfw is None else {"label": r.nsfw.label, "score": r.nsfw.score,
-                                                        "scores": list(r.nsfw.scores.items()), "flagged": r.nsfw.flagged}
+        elif name in _JOB_TYPES:
+            data[name] = [r.to_json(embedding=False).get(name) if getattr(r, name) is not None else None
                           for r in records]
     arrays = [pa.array(data[n], schema.field(n).type) for n in names if n != "embedding"]
     if "embedding" in names:
@@ -110,18 +124,21 @@ def records_from_table(table: pa.Table) -> Iterator[Record]:
     rest = table.drop_columns(["embedding"]) if embeddings is not None else table
     for i, row in enumerate(rest.to_pylist()):
         fields: dict[str, Any] = {f: row[f] for f in FACT_FIELDS if f in row}
-        if row.get("tags") is not None:
-            fields["tags"] = tuple(TagScore(t["tag"], t["score"]) for t in row["tags"])
-        if row.get("labels") is not None:
-            fields["labels"] = tuple(LabelScore(x["label"], x["score"]) for x in row["labels"])
-        if row.get("nsfw") is not None:
-            n = row["nsfw"]
-            fields["nsfw"] = NsfwResult(n["label"], n["score"], dict(n["scores"]), n["flagged"])
+        fields.update((name, _from_arrow(_TYPES[name], row[name])) for name in _JOB_TYPES if row.get(name) is not None)
         if embeddings is not None and embeddings[2][i]:
             flat, dim, _, position = embeddings
             fields["embedding"] = flat[position[i] * dim:(position[i] + 1) * dim].copy()
         failed = {task: row[column] for column, task in _ERRORS.items() if row.get(column) is not None}
         yield Record(path=row[key], error=row["error"], task_errors=failed, **fields)
+
+
+def _from_arrow(hint: Any, value: Any) -> Any:
+    """A job field's value from its Arrow row: parts from their structs, tuples from lists."""
+    (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(inner) is tuple:
+        part = typing.get_args(inner)[0]
+        return tuple(part.from_json(item) for item in value)
+    return inner.from_json(value)
 
 
 def _embedding_array(records: Sequence[Record], dim: int) -> pa.FixedSizeListArray:

@@ -58,13 +58,9 @@ class Hit:
     nsfw: NsfwResult | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "score": self.score,
-            "tags": None if self.tags is None else [{"tag": t.tag, "score": t.score} for t in self.tags],
-            "nsfw": None if self.nsfw is None else {"label": self.nsfw.label, "score": self.nsfw.score,
-                                                    "scores": dict(self.nsfw.scores), "flagged": self.nsfw.flagged},
-        }
+        return {"path": self.path, "score": self.score,
+                "tags": None if self.tags is None else [t.to_json() for t in self.tags],
+                "nsfw": None if self.nsfw is None else self.nsfw.to_json()}
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,18 @@ the image (the other jobs' fields kept); fields of jobs that did not run are abs
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from taglens.errors import LabelsError
 from taglens.models import registry
 from taglens.models.modelset import TaskRequest
 from taglens.models.siglip import check_templates
+from taglens.records import TASK_FIELDS, LabelScore, NsfwResult, TagScore, error_field, wire_fields
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 JOYTAG, SIGLIP, CLASSIFIER = (registry.config(name) for name in ("joytag", "siglip", "vit_classifier"))
@@ -241,42 +245,40 @@ class SearchJson(SearchOptions):
 # ---- responses ------------------------------------------------------------------------------------
 
 
-class TagScoreOut(BaseModel):
-    tag: str
-    score: float
+def part_model(part: type, name: str) -> type[BaseModel]:
+    """The response model of a record part (`taglens.records.Part`): its dataclass fields."""
+    hints = typing.get_type_hints(part)
+    return create_model(name, **{f.name: (hints[f.name], ...) for f in dataclasses.fields(part)})
 
 
-class LabelScoreOut(BaseModel):
-    label: str
-    score: float
+TagScoreOut = part_model(TagScore, "TagScoreOut")
+LabelScoreOut = part_model(LabelScore, "LabelScoreOut")
+NsfwOut = part_model(NsfwResult, "NsfwOut")
+_OUT = {TagScore: TagScoreOut, LabelScore: LabelScoreOut, NsfwResult: NsfwOut}
 
 
-class NsfwOut(BaseModel):
-    label: str
-    score: float
-    scores: dict[str, float]
-    flagged: bool
+def _wire(hint: Any) -> Any:
+    """A record field's type as the response declares it: parts as their models, tuples as lists."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_wire(a) for a in args)]  # noqa: UP007 (built from parts)
+    if origin is tuple:
+        return list[_wire(args[0])]  # type: ignore[misc]
+    return _OUT.get(hint, hint)
 
 
-def _task_error(task: str) -> Any:
-    return Field(None, description=f"Why the {task} job failed on this image; the other jobs' fields are kept.")
-
-
-class RecordOut(BaseModel):
-    """One image: ``path`` and ``error`` (no result at all), or the fields of the jobs that ran
-    (others absent); a ``<task>_error`` for each job that failed on it (see `taglens.records`)."""
-
-    path: str
-    error: str | None = Field(None, description="Why the image has no result: it could not be read or "
-                                                "decoded, or every job failed on it.")
-    tags: list[TagScoreOut] | None = None
-    labels: list[LabelScoreOut] | None = None
-    nsfw: NsfwOut | None = None
-    embedding: list[float] | None = None
-    tag_error: str | None = _task_error("tag")
-    classify_error: str | None = _task_error("classify")
-    nsfw_error: str | None = _task_error("nsfw")
-    embed_error: str | None = _task_error("embed")
+_DESCRIPTIONS = {
+    "error": "Why the image has no result: it could not be read or decoded, or every job failed on it.",
+    **{error_field(task): f"Why the {task} job failed on this image; the other jobs' fields are kept."
+       for task in TASK_FIELDS},
+}
+RecordOut = create_model(
+    "RecordOut",
+    __doc__="""One image: ``path`` and ``error`` (no result at all), or the fields of the jobs that ran
+    (others absent); a ``<task>_error`` for each job that failed on it (see `taglens.records`).""",
+    **{name: (_wire(hint), ... if name == "path" else Field(None, description=_DESCRIPTIONS.get(name)))
+       for name, hint in wire_fields().items()},
+)
 
 
 class ModelOut(BaseModel):
