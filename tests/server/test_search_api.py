@@ -168,3 +168,20 @@ def test_tag_filters_take_spaces_and_any_case_and_unknown_names_are_422_naming_t
         assert "has no tag named 'lnog_hair' (did you mean 'long_hair'?)" in body["detail"]
     response = client.post("/v1/search", json={"q": ["x"], "tags": [spaced, "nope_nope"]})
     assert response.status_code == 422 and response.json()["unknown_tags"] == ["nope_nope"]
+
+
+def test_search_queries_run_their_text_tower_on_the_engines_model_thread(client, monkeypatch):
+    import threading
+
+    embedder = client.app.state.service.models.load_embedder()
+    threads = []
+    real = type(embedder).embed_texts
+
+    def recording(self, texts, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(type(embedder), "embed_texts", recording)
+    response = client.get("/v1/search", params={"q": "a query never asked before 7f3a", "limit": 3})
+    assert response.status_code == 200, response.text
+    assert threads and set(threads) == {"taglens-models"}

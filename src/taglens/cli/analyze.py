@@ -100,7 +100,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     from taglens.io.resume import RESUMABLE_FORMATS
     from taglens.engine.placement import Placement
     from taglens.models.tag_selection import TagSelection, split_tags
-    from taglens.models.modelset import ModelSet, TaskRequest, parse_tasks
+    from taglens.models.modelset import ModelSet
+    from taglens.models.request import TaskRequest, parse_tasks
 
     caption = {k: rest.pop(k) for k in ("captions", "caption_dir", "caption_ext", "replace_underscores",
                                          "escape_parens", "prefix", "existing")}

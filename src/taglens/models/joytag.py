@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import torch
 
     from taglens.models.joytag_vit import JoyTag, JoyTagConfig
-    from taglens.models.modelset import TaskRequest
+    from taglens.models.request import TaskRequest
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -89,7 +89,7 @@ from taglens.records import LabelScore, Record
 if TYPE_CHECKING:
     import torch
 
-    from taglens.models.modelset import TaskRequest
+    from taglens.models.request import TaskRequest
 
 CONFIG = FamilyConfig(
     name="siglip",

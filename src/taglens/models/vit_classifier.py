@@ -49,7 +49,7 @@ from taglens.records import NsfwResult, Record
 if TYPE_CHECKING:
     import torch
 
-    from taglens.models.modelset import TaskRequest
+    from taglens.models.request import TaskRequest
 
 CONFIG = FamilyConfig(
     name="vit_classifier",

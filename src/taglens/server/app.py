@@ -66,14 +66,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     models: ModelSet | None = None
 
     def library_embedder(model_id: str, revision: str) -> Any:
-        """Search's embedder: the shared one when it is the library's checkpoint, else that exact one."""
+        """Search's embedder: the shared one when it is the library's checkpoint, else that exact one;
+        either way its text tower runs on the engine's model thread."""
         shared = models.load_embedder() if models is not None else None
         if shared is not None and (shared.model_id, shared.revision) == (model_id, revision):
-            return shared
-        from taglens.models.siglip import Embedder
+            embedder = shared
+        else:
+            from taglens.models.siglip import Embedder
 
-        return Embedder.from_pretrained(model_id, revision=revision, device=settings.device, dtype=settings.dtype,
-                                        tf32=settings.tf32)
+            embedder = Embedder.from_pretrained(model_id, revision=revision, device=settings.device,
+                                                dtype=settings.dtype, tf32=settings.tf32)
+        return TextTowerOnModelThread(embedder, service.engine) if service is not None else embedder
 
     catalog = Catalog.open(settings.library, library_embedder) if settings.library is not None else None
     service = None

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from taglens.errors import LabelsError
 from taglens.models import registry
-from taglens.models.modelset import TaskRequest
+from taglens.models.request import TaskRequest
 from taglens.models.siglip import check_templates
 from taglens.records import TASK_FIELDS, LabelScore, NsfwResult, TagScore, error_field, wire_fields
 
