@@ -103,12 +103,22 @@ class TimedJob:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._job, name)
 
-    def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
+    def _timed(self, call: Any, value: Any) -> Any:
         start = time.perf_counter()
         try:
-            return self._job(pixels)
+            return call(value)
         finally:
             self._clock["model"] += time.perf_counter() - start
+
+    def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
+        return self._timed(self._job, pixels)
+
+    def forward(self, pixels: Any) -> Any:
+        """The engine runs a job as ``finish(forward(pixels))`` (one forward shared by its model's jobs)."""
+        return self._timed(self._job.forward, pixels)
+
+    def finish(self, outputs: Any) -> list[dict[str, Any]]:
+        return self._timed(self._job.finish, outputs)
 
 
 def taglens_records(jobs: list, paths: Sequence[str], batch_size: int) -> list[Record]:
