@@ -223,6 +223,21 @@ class transaction:
             self.conn.execute("ROLLBACK")
 
 
+class read_snapshot:
+    """``with read_snapshot(conn):`` one consistent read of the database (BEGIN ... COMMIT), so
+    that e.g. a model's generation and its vectors agree while other processes write."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN")
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("COMMIT")
+
+
 # ---- models -------------------------------------------------------------------------------------
 
 
@@ -239,10 +254,8 @@ def model_row(conn: sqlite3.Connection, task: str, model_id: str, revision: str)
     ).fetchone()
 
 
-def find_model(conn: sqlite3.Connection, task: str, model_id: str, revision: str) -> ModelRow | None:
-    return conn.execute(
-        "SELECT * FROM models WHERE task = ? AND model_id = ? AND revision = ?", (task, model_id, revision)
-    ).fetchone()
+def model_by_id(conn: sqlite3.Connection, model: int) -> ModelRow | None:
+    return conn.execute("SELECT * FROM models WHERE id = ?", (model,)).fetchone()
 
 
 def current_model(conn: sqlite3.Connection, task: str) -> ModelRow | None:

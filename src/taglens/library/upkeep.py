@@ -46,7 +46,7 @@ def stats(lib: Library) -> dict[str, Any]:
         out["vector_index"] = {
             "state": vectors.freshness(lib.conn, lib.vectors_folder, embed, lib.exact_limit),
             "kind": meta.get("kind"), "count": meta.get("count"), "dim": embed["dim"],
-            "bytes": sum(p.stat().st_size for p in lib.vectors_folder.glob(f"model-{embed['id']}.*")),
+            "bytes": vectors.index_bytes(lib.vectors_folder, embed["id"]),
         }
     return out
 
@@ -122,8 +122,7 @@ def prune(lib: Library, *, dry_run: bool = False) -> PruneReport:
         pass
     if not dry_run:
         for model in old:
-            for path in vectors.index_files(lib.vectors_folder, model).values():
-                path.unlink(missing_ok=True)
+            vectors.remove(lib.vectors_folder, model)
     return report
 
 
