@@ -50,12 +50,14 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a file, its score (None for a filter-only search), tags and NSFW result."""
+    """One search result: a file, its score (None for a filter-only search), tags and NSFW result,
+    and ``image``, the library's id of its content (the HTTP service's image id; not in `to_json`)."""
 
     path: str
     score: float | None
     tags: tuple[TagScore, ...] | None = None
     nsfw: NsfwResult | None = None
+    image: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "score": self.score,

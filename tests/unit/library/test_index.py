@@ -11,7 +11,7 @@ import pytest
 
 from taglens.engine import prepare as engine_module
 from taglens.engine import EngineOptions
-from taglens.library import LazyModel, Library, db, scan
+from taglens.library import LazyModel, Library, db
 
 from .conftest import make_photos, picture
 from .fakes import fake_models
@@ -21,27 +21,36 @@ OPTIONS = EngineOptions(batch_size=2, workers=2)
 
 @pytest.fixture
 def counters(monkeypatch):
-    """Counts decodes (engine) and hashes (scan)."""
-    counts = {"decode": [], "hash": []}
+    """Counts the engine's file reads, hashes and decodes, by path (the library reads nothing itself)."""
+    counts = {"decode": [], "hash": [], "read": []}
     lock = threading.Lock()
-    real_decode, real_hash = engine_module.decode_bytes, scan.file_sha256
+    names: dict[int, str] = {}  # id of the bytes read -> the file they came from
+    real_decode, real_hash, real_read = engine_module.decode_bytes, engine_module.content_hash, engine_module.read_source_bytes
 
     def decode(data, options, *, name):
         with lock:
             counts["decode"].append(name)
         return real_decode(data, options, name=name)
 
-    def hash_(path, *a, **k):
+    def read(source, options, name):
+        data = real_read(source, options, name)
         with lock:
-            counts["hash"].append(path)
-        return real_hash(path, *a, **k)
+            counts["read"].append(name)
+            names[id(data)] = name
+        return data
+
+    def hash_(data):
+        with lock:
+            counts["hash"].append(names[id(data)])
+        return real_hash(data)
 
     monkeypatch.setattr(engine_module, "decode_bytes", decode)
-    monkeypatch.setattr(scan, "file_sha256", hash_)
+    monkeypatch.setattr(engine_module, "content_hash", hash_)
+    monkeypatch.setattr(engine_module, "read_source_bytes", read)
 
     def reset():
-        counts["decode"].clear()
-        counts["hash"].clear()
+        for key in ("decode", "hash", "read"):
+            counts[key].clear()
 
     counts["reset"] = reset
     return counts
