@@ -91,7 +91,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_d
             sources = library_models.load_models(
                 tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
                 nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
-                tf32=runtime["tf32"], tag_threshold=tag_threshold)
+                tf32=runtime["tf32"], compile=runtime["compile_models"], tag_threshold=tag_threshold)
             report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
                                on_record=on_record, on_total=on_total)
     finally:
