@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from taglens.counts import counted
 from taglens.records import NsfwResult, Record, TagScore
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def json_text(data: Any, **dumps: Any) -> str:
+    """``json.dumps`` for what the library commands print: Unicode as it is, except the lone
+    surrogates ``os.fsdecode`` gives a path's bytes that are not UTF-8, which are written as
+    ``\\udcXX`` escapes, so every line is valid UTF-8 and ``os.fsencode(json.loads(line)["path"])``
+    gives the file system's bytes back."""
+    text = json.dumps(data, ensure_ascii=False, **dumps)
+    return _UNDECODABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 @dataclass

@@ -258,3 +258,34 @@ def test_content_ids_are_never_reused(lib, photos, models):
     make_photos(photos, 1, start=300)
     lib.index([photos], sources, options=OPTIONS)
     assert rows(lib)[str(photos / "img300.png")]["content"] > top
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_searched_and_kept(lib, photos, models, counters):
+    """A name's bytes that are not UTF-8 (legal on Linux) round-trip through the database: the
+    path comes back as ``os.fsdecode`` gives it, so ``os.fsencode`` gives the very bytes."""
+    sources, jobs = models
+    raw = os.fsencode(photos) + b"/bad\xff\xfe.png"
+    picture(77).save(os.fsdecode(raw))
+    name = os.fsdecode(raw)
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert report.computed == 7 and report.errors == 0
+    assert db.file_by_path(lib.conn, name)["status"] == "ok"
+    stored = lib.conn.execute("SELECT path FROM files WHERE path LIKE '%bad%'").fetchone()["path"]
+    assert stored.encode("utf-8") and db.from_db_path(stored) == name  # valid text in SQLite, lossless back
+
+    [tagged] = [h for h in lib.search(tags=["bright"], limit=20) if h.path == name] or [None]
+    assert tagged is not None and os.fsencode(tagged.path) == raw
+    assert name in {h.path for h in lib.search("anything", limit=20)}
+    assert lib.search(image=name, limit=1)[0].path == name
+    assert any(name in g.paths for g in lib.duplicates(threshold=-1.0))
+    assert lib.verify().ok and not lib.verify().notes[1:]  # not "gone from disk", not "changed"
+
+    counters["reset"]()
+    again = lib.index([photos], sources, options=OPTIONS)
+    assert again.unchanged == 7 and counters["read"] == []  # found again by its stored path
+    assert lib.prune().missing_files == 0
+    moved = os.fsencode(photos) + b"/also\xfe.png"
+    os.rename(raw, moved)
+    renamed = lib.index([photos], sources, options=OPTIONS)
+    assert renamed.reused == 1 and renamed.deleted == 1 and counters["decode"] == []
+    assert db.file_by_path(lib.conn, os.fsdecode(moved))["content"] is not None
