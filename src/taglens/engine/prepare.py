@@ -19,7 +19,6 @@ from PIL import Image
 
 from taglens.errors import ImageDecodeError
 from taglens.io.decode import (
-    DecodedImage,
     DecodeOptions,
     ImageSource,
     decode,

@@ -234,13 +234,11 @@ class Library:
         """An image's facts (sha256, width, height, its files' paths) and its current tags and
         NSFW result in their JSON form; None when no indexed file holds it."""
         content = db.content_by_id(self.conn, image)
-        if content is None:
-            return None
-        [hit, *_] = query.hits(self, [image], [None], 1) or [None]
-        if hit is None:
+        found = query.hits(self, [image], [None], 1) if content is not None else []
+        if not found:
             return None
         paths = [row["path"] for row in db.files_of_content(self.conn, image)]
-        shown = hit.to_json()
+        shown = found[0].to_json()
         return {"id": image, "sha256": content["sha256"], "width": content["width"], "height": content["height"],
                 "paths": paths, "tags": shown["tags"], "nsfw": shown["nsfw"]}
 

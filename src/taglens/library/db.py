@@ -16,6 +16,9 @@ A content a job failed on has a ``task_errors`` row for that model instead of a 
 results are kept), so the next index run computes that task again (`taglens.library.scan` only
 counts results as done); writing the result removes the row.
 
+``files.path`` is the absolute path; a name whose bytes are not UTF-8 is stored escaped
+(`to_db_path`, `from_db_path`): every function here takes and gives paths in their in-memory form.
+
 ``models.generation`` goes up (by trigger) whenever that model's embeddings change, so a vector
 index built from generation g is stale exactly when the number moved.
 

@@ -254,23 +254,22 @@ def open_index(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *,
     return load(folder, model["id"])
 
 
-def load(folder: Path, model: int) -> VectorIndex:
-    """The index the pointer names now. A generation replaced and removed between reading the
-    pointer and opening its files (two publishes by other processes) is retried once."""
-    for attempt in range(3):
-        meta = read_meta(folder, model)
-        if meta is None:
-            raise LibraryError(f"the vector index of model {model} in {folder} is missing")
-        files = index_files(folder, model, meta)
-        try:
-            keys = np.asarray(np.load(files["keys"], mmap_mode="r"))
-            if meta["kind"] == "exact":
-                return ExactIndex(keys, np.load(files["exact"], mmap_mode="r"))
-            return HnswIndex(_usearch().restore(str(files["hnsw"]), view=True), keys)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+def load(folder: Path, model: int, *, attempts: int = 3) -> VectorIndex:
+    """The index the pointer names now. A generation removed between reading the pointer and
+    opening its files (two newer ones published meanwhile) is read again from the new pointer."""
+    meta = read_meta(folder, model)
+    if meta is None:
+        raise LibraryError(f"the vector index of model {model} in {folder} is missing")
+    files = index_files(folder, model, meta)
+    try:
+        keys = np.asarray(np.load(files["keys"], mmap_mode="r"))
+        if meta["kind"] == "exact":
+            return ExactIndex(keys, np.load(files["exact"], mmap_mode="r"))
+        return HnswIndex(_usearch().restore(str(files["hnsw"]), view=True), keys)
+    except FileNotFoundError:
+        if attempts <= 1:
+            raise
+        return load(folder, model, attempts=attempts - 1)
 
 
 def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_limit: int = EXACT_LIMIT) -> str:
