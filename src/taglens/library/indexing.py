@@ -16,6 +16,7 @@ and a new model at once) goes through every model; results already stored are ke
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -196,7 +197,7 @@ def _compute_missing(lib: Library, group: list[scan.Known], jobs: list, model_id
     commit()
 
 
-def store(conn, record: Record, model_ids: dict[str, int], *, path: str | None = None, size: int | None = None,
+def store(conn: sqlite3.Connection, record: Record, model_ids: dict[str, int], *, path: str | None = None, size: int | None = None,
           mtime: float | None = None, content: int | None = None, every_task: bool = True) -> None:
     """Write one record's results and point its file at its content (by sha256, or ``content``
     when the file is known unchanged). ``path``/``size``/``mtime`` replace the record's (import);
