@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from taglens.cli.library import library_option, open_library
 from taglens.cli.options import Number
 from taglens.counts import counted
 from taglens.library.duplicates import DEFAULT_THRESHOLD
+from taglens.library.reports import json_text
 
 
 @click.command("duplicates")
@@ -40,7 +39,7 @@ def duplicates(threshold: float | None, fmt: str, library_dir: str | None, quiet
                    f"{counted(len(groups), 'group')}", err=True)
     for i, group in enumerate(groups):
         if fmt == "jsonl":
-            click.echo(json.dumps(group.to_json(), ensure_ascii=False))
+            click.echo(json_text(group.to_json()))
         else:
             if i:
                 click.echo("")

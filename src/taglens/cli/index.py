@@ -49,10 +49,10 @@ def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_d
           **runtime) -> None:
     """Index images under PATH... into the library, computing only what is new or changed.
 
-    Unchanged files (same size and mtime) are skipped without reading them; renamed, moved or
-    copied files keep their results (same content hash); files gone from PATH are removed; a
-    different checkpoint recomputes only its own results. Models load only when something needs
-    them. Results are committed every --batch-size images: an interrupted run loses nothing
+    Unchanged files (same size and mtime) are skipped without reading them; new or changed ones
+    are read once; renamed, moved or copied files keep their results (same content hash, no
+    decoding); files gone from PATH are removed; a different checkpoint recomputes only its own
+    results. Models load only when some file is new, changed or lacks a result. Results are committed every --batch-size images: an interrupted run loses nothing
     committed, and running it again finishes the job.
 
     \b
@@ -68,8 +68,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_d
     chosen = _tasks(tasks)
     refuse_options_of_other_tasks(ctx, chosen, TASK_OPTIONS)
     options = engine_options(**runtime)
-    # counts only images that go through the models (its total known once the folders are compared
-    # with the library, so it shows an ETA); unchanged ones are not worth a tick
+    # counts the files read (its total known once the folders are compared with the library, so it
+    # shows an ETA); unchanged ones are not read and not worth a tick
     bar = tqdm(unit="img", desc="computing", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
                dynamic_ncols=True)
 
@@ -91,7 +91,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], recursive: bool, library_d
             sources = library_models.load_models(
                 tagger=picked["tag"] if "tag" in chosen else None, siglip=picked["embed"] if "embed" in chosen else None,
                 nsfw_model=picked["nsfw"] if "nsfw" in chosen else None, device=device, dtype=dtype,
-                tf32=runtime["tf32"], tag_threshold=tag_threshold)
+                tf32=runtime["tf32"], compile=runtime["compile_models"], tag_threshold=tag_threshold)
             report = lib.index(paths, sources, recursive=recursive, options=options, retry_errors=retry_errors,
                                on_record=on_record, on_total=on_total)
     finally:

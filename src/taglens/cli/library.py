@@ -3,7 +3,6 @@ that every library command shares."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -53,7 +52,8 @@ def stats(library_dir: str | None, as_json: bool) -> None:
     with open_library(library_dir) as lib:
         out = lib.stats()
     if as_json:
-        click.echo(json.dumps(out, indent=1))
+        from taglens.library.reports import json_text
+        click.echo(json_text(out, indent=1))
         return
     click.echo(f"library      {out['library']} (schema {out['schema_version']}, "
                f"{out['database_bytes'] / 1e6:.1f} MB)")

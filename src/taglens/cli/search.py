@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import click
@@ -59,9 +58,11 @@ def search(query: tuple[str, ...], images: tuple[str, ...], minus: tuple[str, ..
         filters += [f"{flag(ctx, name)} {value:g}"
                     for name, value in (("max_nsfw", max_nsfw), ("min_score", min_score)) if value is not None]
         click.echo("taglens search: no results" + (f" (with {', '.join(filters)})" if filters else ""), err=True)
+    from taglens.library.reports import json_text
+
     for hit in hits:
         if fmt == "jsonl":
-            click.echo(json.dumps(hit.to_json(), ensure_ascii=False))
+            click.echo(json_text(hit.to_json()))
         elif fmt == "paths":
             click.echo(hit.path)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -19,7 +19,6 @@ from PIL import Image
 
 from taglens.errors import ImageDecodeError
 from taglens.io.decode import (
-    DecodedImage,
     DecodeOptions,
     ImageSource,
     decode,
@@ -66,12 +65,27 @@ def prepare_source(
     options: DecodeOptions,
     *,
     hash_files: bool = True,
+    skip: Callable[[str], bool] | None = None,
 ) -> Prepared:
-    """Read, hash and decode one source, then apply each transform. Never raises."""
+    """Read, hash and decode one source, then apply each transform. Never raises.
+
+    ``skip(sha256)`` is asked once a source's bytes are read and hashed: True files it without
+    decoding (the library, for bytes it holds already); its record then has the file facts only
+    (``sha256``, ``size``, ``mtime``: no error, no ``width``, no job fields) and no tensors."""
     name = describe_source(source)
     facts: dict[str, Any] = {}
     try:
-        decoded = _read_and_decode(source, options, name, facts, hash_files)
+        if isinstance(source, (Image.Image, np.ndarray)):
+            decoded = decode(source, options, name=name)
+        else:
+            data = _read(source, options, name, facts)
+            if hash_files:
+                facts["sha256"] = content_hash(data)
+                if skip is not None and skip(facts["sha256"]):
+                    return Prepared(Record(path=name, **facts))
+            if len(data) > options.max_bytes:
+                raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
+            decoded = decode_bytes(data, options, name=name)
         arrays = {t: t(decoded.image) for t in transforms}
     except ImageDecodeError as exc:
         return Prepared(Record(path=name, error=exc.reason, **facts))
@@ -81,26 +95,23 @@ def prepare_source(
     return Prepared(Record(path=name, width=decoded.width, height=decoded.height, **facts), arrays)
 
 
-def _read_and_decode(
-    source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any], hash_files: bool
-) -> DecodedImage:
-    if isinstance(source, (Image.Image, np.ndarray)):
-        return decode(source, options, name=name)
+def content_hash(data: bytes) -> str:
+    """The sha256 (hex) a record carries for its source's bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any]) -> bytes:
+    """A source's bytes, read once; ``facts`` gets its size (and a file's mtime)."""
     if isinstance(source, (str, os.PathLike)):
         try:
             st = os.stat(source)
             facts.update(size=st.st_size, mtime=st.st_mtime)
         except OSError:
             pass  # read_source_bytes gives the precise reason
-        data = read_source_bytes(source, options, name)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
+        return read_source_bytes(source, options, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        facts["size"] = len(data)
     else:
         data = read_source_bytes(source, options, name)
-        facts["size"] = len(data)
-    if hash_files:
-        facts["sha256"] = hashlib.sha256(data).hexdigest()
-    if len(data) > options.max_bytes:
-        raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
-    return decode_bytes(data, options, name=name)
+    facts["size"] = len(data)
+    return data

@@ -102,14 +102,17 @@ class Engine:
 
     # ---- offline: an iterable in, records out in order --------------------------------------------
 
-    def records(self, sources: Iterable[ImageSource], jobs: Sequence[Any]) -> Iterator[Record]:
-        """One `Record` per source, in order, with every job's fields (or an error)."""
+    def records(self, sources: Iterable[ImageSource], jobs: Sequence[Any], *,
+                skip: Callable[[str], bool] | None = None) -> Iterator[Record]:
+        """One `Record` per source, in order, with every job's fields (or an error). ``skip``
+        (sha256 -> bool, asked in the decode threads) files a source without decoding it: see
+        `taglens.engine.prepare.prepare_source`."""
         groups = groups_of(jobs)
         transforms, decode = job_transforms(jobs, self.options.decode)
         hash_files = self.options.hash_files
 
         def prepare(source: ImageSource) -> Prepared:
-            return prepare_source(source, transforms, decode, hash_files=hash_files)
+            return prepare_source(source, transforms, decode, hash_files=hash_files, skip=skip)
 
         waiting: deque[tuple[Prepared, list[Future]]] = deque()
         for prepared in _ordered_map(self.pool, prepare, sources, self.options.lookahead):
@@ -177,14 +180,16 @@ class Engine:
         return items
 
 
-def run(sources: Iterable[ImageSource], jobs: Sequence[Any], options: EngineOptions | None = None) -> Iterator[Record]:
-    """Yield one `Record` per source, in order, with every job's fields (or an error)."""
+def run(sources: Iterable[ImageSource], jobs: Sequence[Any], options: EngineOptions | None = None, *,
+        skip: Callable[[str], bool] | None = None) -> Iterator[Record]:
+    """Yield one `Record` per source, in order, with every job's fields (or an error); ``skip``:
+    see `Engine.records`."""
     options = options or EngineOptions()
     if options.batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     engine = Engine(options)
     try:
-        yield from engine.records(sources, jobs)
+        yield from engine.records(sources, jobs, skip=skip)
     finally:
         engine.close()
 

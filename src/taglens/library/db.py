@@ -16,6 +16,9 @@ A content a job failed on has a ``task_errors`` row for that model instead of a 
 results are kept), so the next index run computes that task again (`taglens.library.scan` only
 counts results as done); writing the result removes the row.
 
+``files.path`` is the absolute path; a name whose bytes are not UTF-8 is stored escaped
+(`to_db_path`, `from_db_path`): every function here takes and gives paths in their in-memory form.
+
 ``models.generation`` goes up (by trigger) whenever that model's embeddings change, so a vector
 index built from generation g is stale exactly when the number moved.
 
@@ -26,6 +29,8 @@ from a newer taglens is refused. Rows come back as the TypedDicts next to the SQ
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -223,6 +228,21 @@ class transaction:
             self.conn.execute("ROLLBACK")
 
 
+class read_snapshot:
+    """``with read_snapshot(conn):`` one consistent read of the database (BEGIN ... COMMIT), so
+    that e.g. a model's generation and its vectors agree while other processes write."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN")
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("COMMIT")
+
+
 # ---- models -------------------------------------------------------------------------------------
 
 
@@ -239,10 +259,8 @@ def model_row(conn: sqlite3.Connection, task: str, model_id: str, revision: str)
     ).fetchone()
 
 
-def find_model(conn: sqlite3.Connection, task: str, model_id: str, revision: str) -> ModelRow | None:
-    return conn.execute(
-        "SELECT * FROM models WHERE task = ? AND model_id = ? AND revision = ?", (task, model_id, revision)
-    ).fetchone()
+def model_by_id(conn: sqlite3.Connection, model: int) -> ModelRow | None:
+    return conn.execute("SELECT * FROM models WHERE id = ?", (model,)).fetchone()
 
 
 def current_model(conn: sqlite3.Connection, task: str) -> ModelRow | None:
@@ -256,11 +274,17 @@ def models(conn: sqlite3.Connection) -> list[ModelRow]:
     return conn.execute("SELECT * FROM models ORDER BY task, last_used_at DESC").fetchall()
 
 
+def delete_models(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+    """Forget models (their results go with them, by cascade)."""
+    conn.executemany("DELETE FROM models WHERE id = ?", [(m,) for m in ids])
+
+
 # ---- files and contents -------------------------------------------------------------------------
 
 
 def file_by_path(conn: sqlite3.Connection, path: str) -> FileRow | None:
-    return conn.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+    row = conn.execute("SELECT * FROM files WHERE path = ?", (to_db_path(path),)).fetchone()
+    return None if row is None else _path_back(row)
 
 
 def content_by_sha(conn: sqlite3.Connection, sha256: str) -> ContentRow | None:
@@ -279,8 +303,65 @@ def upsert_file(conn: sqlite3.Connection, path: str, size: int, mtime: float, co
         "INSERT INTO files (path, size, mtime, content, status, error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime, content = excluded.content, "
         "status = excluded.status, error = excluded.error, indexed_at = excluded.indexed_at",
-        (path, size, mtime, content, status, error, time.time()),
+        (to_db_path(path), size, mtime, content, status, error, time.time()),
     )
+
+
+def known_files(conn: sqlite3.Connection, roots: Sequence[str], model_ids: dict[str, int],
+                recursive: bool) -> dict[str, dict[str, Any]]:
+    """Recorded files under the roots (absolute paths), each with ``done``: the tasks (of
+    ``model_ids``) its content has results for."""
+    checks = ", ".join(
+        f"EXISTS (SELECT 1 FROM {RESULT_TABLES[task]} r WHERE r.content = f.content AND r.model = {int(model)}) "
+        f"AS has_{task}" for task, model in model_ids.items()
+    ) or "0 AS nothing"
+    known: dict[str, dict[str, Any]] = {}
+    for root in roots:
+        sep = "/" if "/" in root or os.sep == "/" else "\\"
+        prefix = root.rstrip(sep) + sep
+        rows = conn.execute(
+            f"SELECT f.id, f.path, f.size, f.mtime, f.status, f.content, {checks} FROM files f "
+            "WHERE f.path = ? OR (f.path >= ? AND f.path < ?)",
+            (to_db_path(root), to_db_path(prefix), to_db_path(prefix) + "\U0010ffff"),
+        )
+        for row in rows:
+            row["path"] = from_db_path(row["path"])
+            if not recursive and row["path"] != root and sep in row["path"][len(prefix):]:
+                continue  # below the top level: not this run's business
+            row["done"] = frozenset(task for task in model_ids if row.get(f"has_{task}"))
+            known[row["path"]] = row
+    return known
+
+
+def done_tasks(conn: sqlite3.Connection, content: int, model_ids: dict[str, int]) -> frozenset[str]:
+    """The tasks of ``model_ids`` that ``content`` has a result for."""
+    return frozenset(
+        task for task, model in model_ids.items()
+        if conn.execute(f"SELECT 1 FROM {RESULT_TABLES[task]} WHERE content = ? AND model = ?",
+                        (content, model)).fetchone()
+    )
+
+
+def files_listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """(path, content) of every indexed file, in path order."""
+    rows = conn.execute("SELECT path, content FROM files WHERE status = 'ok' AND content IS NOT NULL "
+                        "ORDER BY path").fetchall()
+    return _paths_back(rows)
+
+
+def all_files(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """(id, path, size, mtime) of every recorded file, indexed or failed."""
+    return _paths_back(conn.execute("SELECT id, path, size, mtime FROM files").fetchall())
+
+
+def files_of_content(conn: sqlite3.Connection, content: int) -> list[dict[str, Any]]:
+    """(path, size, mtime) of the indexed files holding ``content``, in path order."""
+    return _paths_back(conn.execute("SELECT path, size, mtime FROM files WHERE content = ? AND status = 'ok' "
+                                    "ORDER BY path", (content,)).fetchall())
+
+
+def content_by_id(conn: sqlite3.Connection, content: int) -> ContentRow | None:
+    return conn.execute("SELECT * FROM contents WHERE id = ?", (content,)).fetchone()
 
 
 def delete_files(conn: sqlite3.Connection, ids: Iterable[int]) -> int:
@@ -377,7 +458,7 @@ def describe_contents(conn: sqlite3.Connection, contents: Sequence[int], tag_mod
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(f"SELECT content, path FROM files WHERE status = 'ok' AND content IN ({marks}) "
                                 "ORDER BY path", chunk):
-            out[row["content"]]["paths"].append(row["path"])
+            out[row["content"]]["paths"].append(from_db_path(row["path"]))
         if tag_model is not None:
             for row in conn.execute(f"SELECT content FROM tag_sets WHERE model = ? AND content IN ({marks})",
                                     [tag_model, *chunk]):
@@ -415,6 +496,80 @@ def filtered_contents(conn: sqlite3.Connection, *, tags: Sequence[str] = (), no_
         params += [nsfw_model, max_nsfw]
     rows = conn.execute(f"SELECT c.id FROM contents c WHERE {' AND '.join(where)} ORDER BY c.id", params).fetchall()
     return np.fromiter((r["id"] for r in rows), dtype=np.int64, count=len(rows))
+
+
+# ---- upkeep -------------------------------------------------------------------------------------
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Files (all, indexed, failed), distinct images, and the files recorded under a URI-like path."""
+    one = lambda sql: conn.execute(sql).fetchone()["n"]  # noqa: E731
+    return {"files": one("SELECT count(*) AS n FROM files"),
+            "indexed": one("SELECT count(*) AS n FROM files WHERE status = 'ok'"),
+            "errors": one("SELECT count(*) AS n FROM files WHERE status = 'error'"),
+            "images": one("SELECT count(*) AS n FROM contents")}
+
+
+def uri_like_paths(conn: sqlite3.Connection) -> list[str]:
+    """Recorded paths containing ``://`` (the caller decides which are URIs)."""
+    return [from_db_path(r["path"]) for r in conn.execute("SELECT path FROM files WHERE path LIKE '%://%'")]
+
+
+def model_counts(conn: sqlite3.Connection, model: ModelRow) -> dict[str, int]:
+    """How many results ``model`` has stored, and on how many images its job failed."""
+    one = lambda sql: conn.execute(sql, (model["id"],)).fetchone()["n"]  # noqa: E731
+    return {"results": one(f"SELECT count(*) AS n FROM {RESULT_TABLES[model['task']]} WHERE model = ?"),
+            "failed": one("SELECT count(*) AS n FROM task_errors WHERE model = ?")}
+
+
+def integrity_problems(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's integrity and foreign key checks, and indexed files that point at no content."""
+    problems = []
+    integrity = [next(iter(r.values())) for r in conn.execute("PRAGMA integrity_check")]
+    if integrity != ["ok"]:
+        problems += [f"integrity_check: {line}" for line in integrity]
+    problems += [f"foreign key: {row}" for row in conn.execute("PRAGMA foreign_key_check")]
+    dangling = conn.execute("SELECT count(*) AS n FROM files WHERE status = 'ok' AND content IS NULL").fetchone()["n"]
+    if dangling:
+        problems.append(f"{dangling} indexed files point at no image content")
+    return problems
+
+
+# ---- paths --------------------------------------------------------------------------------------
+
+
+PATH_ESCAPE = "\ufffe"  # a Unicode noncharacter: starts each escape in a stored path
+_UNDECODABLE = re.compile("[\udc80-\udcff\ufffe]")
+_ESCAPED = re.compile("\ufffe([0-9a-f]{2}|\ufffe)")
+
+
+def to_db_path(path: str) -> str:
+    """A path as stored. In memory a path is a str as ``os.fsdecode`` gives it: a byte of a name
+    that is not UTF-8 (``b"bad\\xff.jpg"``, legal on Linux) is a lone surrogate (``"bad\\udcff.jpg"``),
+    which SQLite cannot hold. Stored, each such byte is ``U+FFFE`` and two hex digits, and a
+    ``U+FFFE`` of the name itself is doubled; every other path is stored as it is. The form keeps
+    a folder's stored path a prefix of its files' (what `known_files` relies on) and round-trips
+    exactly (`from_db_path`)."""
+    if not _UNDECODABLE.search(path):
+        return path
+    return _UNDECODABLE.sub(lambda m: PATH_ESCAPE * 2 if m[0] == PATH_ESCAPE else f"{PATH_ESCAPE}{ord(m[0]) - 0xdc00:02x}",
+                            path)
+
+
+def from_db_path(stored: str) -> str:
+    """The in-memory path (``os.fsdecode`` form) of a stored one; see `to_db_path`."""
+    if PATH_ESCAPE not in stored:
+        return stored
+    return _ESCAPED.sub(lambda m: PATH_ESCAPE if m[1] == PATH_ESCAPE else chr(0xdc00 + int(m[1], 16)), stored)
+
+
+def _path_back(row: dict[str, Any]) -> dict[str, Any]:
+    row["path"] = from_db_path(row["path"])
+    return row
+
+
+def _paths_back(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_path_back(r) for r in rows]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -12,10 +12,16 @@ resized and recompressed copies of generated images against those of different i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from taglens.library import db
+from taglens.library.reports import DuplicateGroup
 from taglens.library.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from taglens.library import Library
 
 # Provisional until benchmarks/duplicate_threshold.py is run with the default SigLIP checkpoint
 # (which this build could not reach). Random-weight checkpoints (tiny, and full-size so400m) were
@@ -80,3 +86,25 @@ def groups(edges: list[Edge]) -> list[tuple[list[int], float]]:
         root = find(edge.a)
         lowest[root] = min(lowest.get(root, 1.0), edge.cosine)
     return [(sorted(m), lowest[root]) for root, m in members.items()]
+
+
+def find(lib: Library, threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
+    """`taglens.library.Library.duplicates`: groups of files, largest first."""
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError("threshold is a cosine, between -1 and 1")
+    content_groups = groups(similar_pairs(lib.vector_index(), threshold))
+    paths_of: dict[int, list[str]] = {}
+    for row in db.files_listing(lib.conn):
+        paths_of.setdefault(row["content"], []).append(row["path"])
+    grouped = set()
+    result = []
+    for members, similarity in content_groups:
+        grouped.update(members)
+        paths = tuple(sorted(p for c in members for p in paths_of.get(c, [])))
+        if len(paths) > 1:
+            result.append(DuplicateGroup(paths, similarity))
+    for content, paths in paths_of.items():  # byte-identical copies
+        if content not in grouped and len(paths) > 1:
+            result.append(DuplicateGroup(tuple(paths), 1.0))
+    result.sort(key=lambda g: (-len(g.paths), -g.similarity, g.paths))
+    return result

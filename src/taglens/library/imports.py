@@ -27,14 +27,20 @@ Only tags, NSFW results and embeddings are kept (the library has no place for ze
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taglens.counts import counted
 from taglens.errors import LibraryError
 from taglens.io.locations import is_uri
+from taglens.library import db
 from taglens.records import Record, error_field
+
+if TYPE_CHECKING:
+    from taglens.library import Library
 
 BATCH_ROWS = 4096
 # job name in the metadata -> library task; "classify+embed" carries the embeddings too
@@ -148,3 +154,52 @@ def place(record: Record, report: ImportReport) -> tuple[Record, str, int, float
         report.absent += 1
         return None
     return record, path, st.st_size, st.st_mtime
+
+
+def import_parquet(lib: Library, files: Iterable[str | os.PathLike], *, batch_rows: int = BATCH_ROWS) -> ImportReport:
+    """`taglens.library.Library.import_parquet`: every file is checked before anything is written."""
+    started = time.perf_counter()
+    sources = [open_parquet(f) for f in files]
+    report = ImportReport(files=len(sources))
+    for source in sources:
+        import_records(lib, (r for batch in source.batches(batch_rows) for r in batch), source.models, report=report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def import_records(lib: Library, records: Iterable[Record], models: dict[str, tuple[str, str]], *,
+                   report: ImportReport | None = None, batch_size: int = 1000) -> ImportReport:
+    """`taglens.library.Library.import_records`: each record `place`d, committed every ``batch_size``."""
+    from taglens.library.indexing import store
+
+    started = time.perf_counter()
+    report = report if report is not None else ImportReport()
+    unknown = set(models) - set(db.TASKS)
+    if unknown:
+        raise LibraryError(f"unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(db.TASKS)}")
+    with db.transaction(lib.conn):
+        model_ids = {task: db.model_row(lib.conn, task, *models[task])["id"] for task in db.TASKS if task in models}
+    report.models.update(models)
+    pending: list[tuple[Record, str, int, float]] = []
+
+    def commit() -> None:
+        with db.transaction(lib.conn):
+            for record, path, size, mtime in pending:
+                store(lib.conn, record, model_ids, path=path, size=size, mtime=mtime, every_task=False)
+        report.stored += len(pending)
+        pending.clear()
+
+    for record in records:
+        report.rows += 1
+        placed = place(record, report)
+        if placed is not None:
+            pending.append(placed)
+        if len(pending) >= batch_size:
+            commit()
+    commit()
+    with db.transaction(lib.conn):
+        db.delete_orphan_contents(lib.conn)  # paths that now point at other bytes
+    if "embed" in model_ids:
+        lib.refresh_vectors(model_ids["embed"])
+    report.seconds += time.perf_counter() - started
+    return report

@@ -106,21 +106,23 @@ def load_models(
     tag_threshold: float | None = None,
     model_set: ModelSet | None = None,
     tf32: bool = False,
+    compile: bool = False,
 ) -> list[LazyModel]:
     """The real model families for an index run, each loaded only if something needs it.
 
     ``None`` leaves a task out. The library stores what each family's job gives: JoyTag tags
     scoring strictly above ``tag_threshold`` (default: the tagger family's), the NSFW classifier's scores, and SigLIP/CLIP image
     embeddings (from the same image-tower pass ``taglens analyze --tasks embed`` runs).
-    ``model_set`` shares already loaded models (its names then win over the arguments);
-    otherwise one is made from the arguments.
+    ``compile`` compiles each model's forward pass as ``taglens analyze --compile`` does
+    (`taglens.models.modelset.ModelSet.compile`). ``model_set`` shares already loaded models (its
+    names and settings then win over the arguments); otherwise one is made from the arguments.
     """
     from taglens.models.modelset import ModelSet
 
     if model_set is None:
         chosen = {name: value for name, value in (("tagger", tagger), ("siglip", siglip), ("nsfw_model", nsfw_model))
                   if value is not None}
-        model_set = ModelSet(**chosen, device=device, dtype=dtype, tf32=tf32)
+        model_set = ModelSet(**chosen, device=device, dtype=dtype, tf32=tf32, compile=compile)
     sources: list[LazyModel] = []
     if tagger is not None:
         def tag_job() -> Job:

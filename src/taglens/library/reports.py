@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from taglens.counts import counted
 from taglens.records import NsfwResult, Record, TagScore
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def json_text(data: Any, **dumps: Any) -> str:
+    """``json.dumps`` for what the library commands print: Unicode as it is, except the lone
+    surrogates ``os.fsdecode`` gives a path's bytes that are not UTF-8, which are written as
+    ``\\udcXX`` escapes, so every line is valid UTF-8 and ``os.fsencode(json.loads(line)["path"])``
+    gives the file system's bytes back."""
+    text = json.dumps(data, ensure_ascii=False, **dumps)
+    return _UNDECODABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 @dataclass
@@ -50,12 +64,14 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a file, its score (None for a filter-only search), tags and NSFW result."""
+    """One search result: a file, its score (None for a filter-only search), tags and NSFW result,
+    and ``image``, the library's id of its content (the HTTP service's image id; not in `to_json`)."""
 
     path: str
     score: float | None
     tags: tuple[TagScore, ...] | None = None
     nsfw: NsfwResult | None = None
+    image: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "score": self.score,

@@ -18,27 +18,23 @@ if TYPE_CHECKING:
 
 def stats(lib: Library) -> dict[str, Any]:
     """Counts of files, images and results per model, sizes on disk, and the vector index state."""
-    one = lambda sql, *a: lib.conn.execute(sql, a).fetchone()["n"]  # noqa: E731
+    counts = db.counts(lib.conn)
     out: dict[str, Any] = {
         "library": str(lib.folder),
         "schema_version": db.schema_version(lib.conn),
-        "files": one("SELECT count(*) AS n FROM files"),
-        "indexed": one("SELECT count(*) AS n FROM files WHERE status = 'ok'"),
-        "errors": one("SELECT count(*) AS n FROM files WHERE status = 'error'"),
-        "remote": sum(1 for r in lib.conn.execute("SELECT path FROM files WHERE path LIKE '%://%'")
-                      if is_uri(r["path"])),
-        "images": one("SELECT count(*) AS n FROM contents"),
+        "files": counts["files"],
+        "indexed": counts["indexed"],
+        "errors": counts["errors"],
+        "remote": sum(1 for path in db.uri_like_paths(lib.conn) if is_uri(path)),
+        "images": counts["images"],
         "database_bytes": sum(p.stat().st_size for p in lib.folder.glob(db.FILE_NAME + "*") if p.is_file()),
         "models": [],
     }
-    table = db.RESULT_TABLES
     for model in db.models(lib.conn):
         current = db.current_model(lib.conn, model["task"])
         out["models"].append({
             "task": model["task"], "model_id": model["model_id"], "revision": model["revision"],
-            "current": current is not None and current["id"] == model["id"],
-            "results": one(f"SELECT count(*) AS n FROM {table[model['task']]} WHERE model = ?", model["id"]),
-            "failed": one("SELECT count(*) AS n FROM task_errors WHERE model = ?", model["id"]),
+            "current": current is not None and current["id"] == model["id"], **db.model_counts(lib.conn, model),
         })
     embed = db.current_model(lib.conn, "embed")
     if embed is not None and embed["dim"] is not None:
@@ -46,23 +42,14 @@ def stats(lib: Library) -> dict[str, Any]:
         out["vector_index"] = {
             "state": vectors.freshness(lib.conn, lib.vectors_folder, embed, lib.exact_limit),
             "kind": meta.get("kind"), "count": meta.get("count"), "dim": embed["dim"],
-            "bytes": sum(p.stat().st_size for p in lib.vectors_folder.glob(f"model-{embed['id']}.*")),
+            "bytes": vectors.index_bytes(lib.vectors_folder, embed["id"]),
         }
     return out
 
 
 def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
     """Database integrity, references, and the vector index against the database."""
-    report = VerifyReport()
-    integrity = [next(iter(r.values())) for r in lib.conn.execute("PRAGMA integrity_check")]
-    if integrity != ["ok"]:
-        report.problems += [f"integrity_check: {line}" for line in integrity]
-    for row in lib.conn.execute("PRAGMA foreign_key_check"):
-        report.problems.append(f"foreign key: {row}")
-    dangling = lib.conn.execute("SELECT count(*) AS n FROM files WHERE status = 'ok' AND content IS NULL"
-                                ).fetchone()["n"]
-    if dangling:
-        report.problems.append(f"{dangling} indexed files point at no image content")
+    report = VerifyReport(problems=db.integrity_problems(lib.conn))
     embed = db.current_model(lib.conn, "embed")
     if embed is not None and embed["dim"] is not None:
         state = vectors.freshness(lib.conn, lib.vectors_folder, embed, lib.exact_limit)
@@ -84,7 +71,7 @@ def verify(lib: Library, *, check_files: bool = True) -> VerifyReport:
                 report.notes.append(f"vector index: fresh, {counted(len(keys), 'vector')} ({index.kind})")
     if check_files:
         missing = changed = 0
-        for row in lib.conn.execute("SELECT path, size, mtime FROM files"):
+        for row in db.all_files(lib.conn):
             if is_uri(row["path"]):
                 continue  # imported from elsewhere: nothing on this disk to compare with
             try:
@@ -106,8 +93,7 @@ def prune(lib: Library, *, dry_run: bool = False) -> PruneReport:
     """Remove files gone from disk (URIs imported from elsewhere are kept), images no file points
     at, and results of superseded models."""
     report = PruneReport(dry_run=dry_run)
-    gone = [r["id"] for r in lib.conn.execute("SELECT id, path FROM files")
-            if not is_uri(r["path"]) and not os.path.exists(r["path"])]
+    gone = [r["id"] for r in db.all_files(lib.conn) if not is_uri(r["path"]) and not os.path.exists(r["path"])]
     current = {m["task"]: m["id"] for m in (db.current_model(lib.conn, t) for t in db.TASKS) if m}
     old = [m["id"] for m in db.models(lib.conn) if current.get(m["task"]) != m["id"]]
     report.missing_files, report.old_models = len(gone), len(old)
@@ -115,15 +101,14 @@ def prune(lib: Library, *, dry_run: bool = False) -> PruneReport:
         with db.transaction(lib.conn):
             db.delete_files(lib.conn, gone)
             report.orphan_contents = db.delete_orphan_contents(lib.conn)
-            lib.conn.executemany("DELETE FROM models WHERE id = ?", [(m,) for m in old])
+            db.delete_models(lib.conn, old)
             if dry_run:
                 raise _Rollback  # count what would go, keep it all
     except _Rollback:
         pass
     if not dry_run:
         for model in old:
-            for path in vectors.index_files(lib.vectors_folder, model).values():
-                path.unlink(missing_ok=True)
+            vectors.remove(lib.vectors_folder, model)
     return report
 
 

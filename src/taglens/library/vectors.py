@@ -2,12 +2,17 @@
 
 Up to `EXACT_LIMIT` vectors the index is a float32 matrix scanned exactly (one BLAS product per
 query: recall 1 by construction); above it, an HNSW graph (usearch, float16 storage, cosine)
-searched approximately, with candidates rescored exactly. Both live in ``<library>/vectors/``
-as ``model-<id>.*`` files plus ``model-<id>.json``, written last, naming the model, the kind
-and the database ``generation`` they were built from. On open the index is rebuilt when that
-file is missing or unreadable, names another model or kind, or its generation is behind the
-database; a stale HNSW graph is brought up to date in place (only the added and removed
-vectors), since building one from scratch takes minutes at a million vectors.
+searched approximately, with candidates rescored exactly. Both live in ``<library>/vectors/``:
+each build writes a new **generation folder** ``model-<id>-g<generation>-<random>/`` (``keys.npy``
+and ``exact.npy`` or ``hnsw.usearch``), and only then replaces the pointer ``model-<id>.json``
+(one atomic rename) that names the folder, the model, the kind and the database ``generation``
+it was built from. A reader reads the pointer once and loads that folder, so keys and vectors
+always come from the same build, whatever another process publishes meanwhile; the folder the
+pointer named before is kept (a reader may be opening it), older ones are removed. On open the
+index is rebuilt when the pointer is missing or unreadable, names another model or kind, or its
+generation is behind the database; a stale HNSW graph is brought up to date (only the added and
+removed vectors, written as a new generation), since building one from scratch takes minutes at
+a million vectors.
 
 Why these (benchmarks/vector_search.py, docs/library.md "Speed"): the exact scan is recall 1 and
 stays under about 20 ms per query up to `EXACT_LIMIT` vectors on the 2-core reference machine.
@@ -27,7 +32,11 @@ index (a CLI search starts without reading it all), and is one small wheel.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +57,10 @@ EXACT_LIMIT = 50_000
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 256
-FORMAT = 1
+BUILDING = ".building-"  # prefix of a generation folder still being written
+LOCK_FILE = ".lock"
+ABANDONED_BUILD_SECONDS = 24 * 3600
+FORMAT = 2  # 2: generation folders behind a pointer; 1: loose files replaced one by one
 
 
 class VectorIndex(Protocol):
@@ -174,18 +186,41 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 # ---- building, checking, opening ---------------------------------------------------------------
 
 
-def index_files(folder: Path, model: int) -> dict[str, Path]:
-    base = folder / f"model-{model}"
-    return {"meta": base.with_suffix(".json"), "keys": base.with_suffix(".keys.npy"),
-            "exact": base.with_suffix(".exact.npy"), "hnsw": base.with_suffix(".hnsw.usearch")}
+def pointer_file(folder: Path, model: int) -> Path:
+    """The file naming the current generation folder of ``model``'s index (with its metadata)."""
+    return folder / f"model-{model}.json"
+
+
+def index_files(folder: Path, model: int, meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """The pointer (``meta``) and the files of the generation it names (or of ``meta``'s)."""
+    meta = read_meta(folder, model) if meta is None else meta
+    generation = folder / (meta["folder"] if meta else f"model-{model}-missing")
+    return {"meta": pointer_file(folder, model), "keys": generation / "keys.npy",
+            "exact": generation / "exact.npy", "hnsw": generation / "hnsw.usearch"}
 
 
 def read_meta(folder: Path, model: int) -> dict[str, Any] | None:
     try:
-        meta = json.loads(index_files(folder, model)["meta"].read_text())
+        meta = json.loads(pointer_file(folder, model).read_text())
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+    ok = isinstance(meta, dict) and meta.get("format") == FORMAT and isinstance(meta.get("folder"), str)
+    return meta if ok and "/" not in meta["folder"] and meta["folder"].startswith(f"model-{model}-g") else None
+
+
+def index_bytes(folder: Path, model: int) -> int:
+    """Bytes on disk of ``model``'s index: its pointer and every generation folder."""
+    paths = [pointer_file(folder, model), *folder.glob(f"model-{model}-g*/*")]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def remove(folder: Path, model: int) -> None:
+    """Delete ``model``'s index (pointer and every generation)."""
+    pointer_file(folder, model).unlink(missing_ok=True)
+    for old in folder.glob(f"model-{model}-g*"):
+        shutil.rmtree(old, ignore_errors=True)
+    for legacy in folder.glob(f"model-{model}.*"):  # format 1: loose files beside the pointer
+        legacy.unlink(missing_ok=True)
 
 
 def wanted_kind(count: int, exact_limit: int = EXACT_LIMIT) -> str:
@@ -195,7 +230,7 @@ def wanted_kind(count: int, exact_limit: int = EXACT_LIMIT) -> str:
 def freshness(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, exact_limit: int = EXACT_LIMIT) -> str:
     """``fresh``, or why the index must be (re)built: ``missing``, ``other model``, ``other kind``, ``stale``."""
     meta = read_meta(folder, model["id"])
-    files = index_files(folder, model["id"])
+    files = index_files(folder, model["id"], meta)
     if meta is None or not files["keys"].exists() or not files[meta.get("kind", "exact")].exists():
         return "missing"
     if (meta.get("model_id"), meta.get("revision"), meta.get("dim")) != (model["model_id"], model["revision"], model["dim"]):
@@ -212,44 +247,50 @@ def open_index(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *,
                exact_limit: int = EXACT_LIMIT) -> VectorIndex:
     """The index for ``model``'s embeddings, built or brought up to date first when needed."""
     state = freshness(conn, folder, model, exact_limit)
-    if state == "stale" and read_meta(folder, model["id"]).get("kind") == "hnsw":
+    if state == "stale" and (read_meta(folder, model["id"]) or {}).get("kind") == "hnsw":
         update_hnsw(conn, folder, model)
     elif state != "fresh":
         build(conn, folder, model, exact_limit=exact_limit)
     return load(folder, model["id"])
 
 
-def load(folder: Path, model: int) -> VectorIndex:
+def load(folder: Path, model: int, *, attempts: int = 3) -> VectorIndex:
+    """The index the pointer names now. A generation removed between reading the pointer and
+    opening its files (two newer ones published meanwhile) is read again from the new pointer."""
     meta = read_meta(folder, model)
-    files = index_files(folder, model)
-    keys = np.load(files["keys"], mmap_mode="r")
-    if meta["kind"] == "exact":
-        return ExactIndex(np.asarray(keys), np.load(files["exact"], mmap_mode="r"))
-    return HnswIndex(_usearch().restore(str(files["hnsw"]), view=True), np.asarray(keys))
+    if meta is None:
+        raise LibraryError(f"the vector index of model {model} in {folder} is missing")
+    files = index_files(folder, model, meta)
+    try:
+        keys = np.asarray(np.load(files["keys"], mmap_mode="r"))
+        if meta["kind"] == "exact":
+            return ExactIndex(keys, np.load(files["exact"], mmap_mode="r"))
+        return HnswIndex(_usearch().restore(str(files["hnsw"]), view=True), keys)
+    except FileNotFoundError:
+        if attempts <= 1:
+            raise
+        return load(folder, model, attempts=attempts - 1)
 
 
 def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_limit: int = EXACT_LIMIT) -> str:
     """Build the index from scratch from one consistent snapshot of the database; returns its kind."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = index_files(folder, model["id"])
-    conn.execute("BEGIN")  # one read snapshot: the generation and the vectors agree
-    try:
+    with db.read_snapshot(conn):  # the generation and the vectors agree
         generation = db.generation(conn, model["id"])
-        row = conn.execute("SELECT * FROM models WHERE id = ?", (model["id"],)).fetchone()
-        dim = row["dim"] or 0
+        dim = db.model_by_id(conn, model["id"])["dim"] or 0
         count = db.embedding_count(conn, model["id"])
         kind = wanted_kind(count, exact_limit)
+        target = _new_generation(folder, model["id"], generation)
         keys = np.empty(count, np.int64)
         if kind == "exact":
-            with TempPath(files["exact"]) as target:
-                matrix = np.lib.format.open_memmap(target.tmp, mode="w+", dtype=np.float32, shape=(count, dim))
-                filled = 0
-                for batch_keys, vectors in db.embeddings_for(conn, model["id"], dim):
-                    keys[filled:filled + len(batch_keys)] = batch_keys
-                    matrix[filled:filled + len(batch_keys)] = normalise(vectors.astype(np.float32))
-                    filled += len(batch_keys)
-                matrix.flush()
-                del matrix
+            matrix = np.lib.format.open_memmap(target / "exact.npy", mode="w+", dtype=np.float32, shape=(count, dim))
+            filled = 0
+            for batch_keys, vectors in db.embeddings_for(conn, model["id"], dim):
+                keys[filled:filled + len(batch_keys)] = batch_keys
+                matrix[filled:filled + len(batch_keys)] = normalise(vectors.astype(np.float32))
+                filled += len(batch_keys)
+            matrix.flush()
+            del matrix
         else:
             index = _new_hnsw(dim)
             filled = 0
@@ -257,22 +298,19 @@ def build(conn: sqlite3.Connection, folder: Path, model: db.ModelRow, *, exact_l
                 keys[filled:filled + len(batch_keys)] = batch_keys
                 index.add(batch_keys.astype(np.uint64), normalise(vectors.astype(np.float32)))
                 filled += len(batch_keys)
-            with TempPath(files["hnsw"]) as target:
-                index.save(str(target.tmp))
-    finally:
-        conn.execute("COMMIT")
-    _write_keys_and_meta(folder, model, keys, kind, generation, dim)
+            index.save(str(target / "hnsw.usearch"))
+    _publish(folder, model, target, keys, kind, generation, dim)
     return kind
 
 
 def update_hnsw(conn: sqlite3.Connection, folder: Path, model: db.ModelRow) -> tuple[int, int]:
-    """Add the vectors the graph lacks and remove those the database no longer has; (added, removed)."""
+    """Add the vectors the graph lacks and remove those the database no longer has, as a new
+    generation; (added, removed)."""
     Index = _usearch()
     files = index_files(folder, model["id"])
     old_keys = np.load(files["keys"])
     index = Index.restore(str(files["hnsw"]))
-    conn.execute("BEGIN")
-    try:
+    with db.read_snapshot(conn):
         generation = db.generation(conn, model["id"])
         keys = db.embedding_keys(conn, model["id"])
         # vectors are never rewritten under a key (results are a function of content and model),
@@ -285,11 +323,9 @@ def update_hnsw(conn: sqlite3.Connection, folder: Path, model: db.ModelRow) -> t
             chunk = added[start:start + 10_000]
             vectors = np.stack([db.embedding_of(conn, int(c), model["id"]) for c in chunk])
             index.add(chunk.astype(np.uint64), normalise(vectors))
-    finally:
-        conn.execute("COMMIT")
-    with TempPath(files["hnsw"]) as target:
-        index.save(str(target.tmp))
-    _write_keys_and_meta(folder, model, keys, "hnsw", generation, index.ndim)
+    target = _new_generation(folder, model["id"], generation)
+    index.save(str(target / "hnsw.usearch"))
+    _publish(folder, model, target, keys, "hnsw", generation, index.ndim)
     return len(added), len(removed)
 
 
@@ -309,15 +345,40 @@ def _new_hnsw(dim: int) -> Any:
                  expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
 
 
-def _write_keys_and_meta(folder: Path, model: db.ModelRow, keys: np.ndarray, kind: str, generation: int,
-                         dim: int) -> None:
-    files = index_files(folder, model["id"])
-    with TempPath(files["keys"]) as target, open(target.tmp, "wb") as f:
+def _new_generation(folder: Path, model: int, generation: int) -> Path:
+    """A private folder for one build, renamed into its published name by `_publish` (unique even
+    for builds of one generation racing; cleanup never touches a folder still being built)."""
+    target = folder / f"{BUILDING}model-{model}-g{generation}-{secrets.token_hex(4)}"
+    target.mkdir()
+    return target
+
+
+def _publish(folder: Path, model: db.ModelRow, built: Path, keys: np.ndarray, kind: str, generation: int,
+             dim: int) -> None:
+    """Make the ``built`` folder the current generation: its keys, its published name, then the
+    pointer (one atomic rename); then remove every generation but this one and the one it
+    replaces. Publishing and cleaning up hold the folder's lock, so one publisher never removes
+    another's folder before its pointer names it."""
+    from filelock import FileLock
+
+    with open(built / "keys.npy", "wb") as f:
         np.save(f, keys)  # a file object: np.save would add ".npy" to a name
-    meta = {"format": FORMAT, "kind": kind, "model": model["id"], "model_id": model["model_id"],
-            "revision": model["revision"], "dim": dim, "count": int(len(keys)), "generation": generation}
-    with TempPath(files["meta"]) as target:
-        target.tmp.write_text(json.dumps(meta, indent=1))
-    for other in ("exact", "hnsw"):
-        if other != kind:
-            files[other].unlink(missing_ok=True)
+    with FileLock(folder / LOCK_FILE):
+        target = built.with_name(built.name.removeprefix(BUILDING))
+        os.replace(built, target)
+        previous = read_meta(folder, model["id"])
+        meta = {"format": FORMAT, "folder": target.name, "kind": kind, "model": model["id"],
+                "model_id": model["model_id"], "revision": model["revision"], "dim": dim,
+                "count": int(len(keys)), "generation": generation}
+        with TempPath(pointer_file(folder, model["id"])) as pointer:
+            pointer.tmp.write_text(json.dumps(meta, indent=1))
+        keep = {target.name} | ({previous["folder"]} if previous else set())
+        for old in folder.glob(f"model-{model['id']}-g*"):
+            if old.name not in keep and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)  # a reader that still maps its files keeps them
+        for legacy in folder.glob(f"model-{model['id']}.*"):
+            if legacy.suffix != ".json":
+                legacy.unlink(missing_ok=True)  # format 1 loose files
+        for stale in folder.glob(f"{BUILDING}model-{model['id']}-g*"):
+            if time.time() - stale.stat().st_mtime > ABANDONED_BUILD_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)  # a build killed half way

@@ -7,15 +7,13 @@ size and modification time they were indexed with.
 
 Text and filter searches are `taglens.library.Library.search` itself. Searches with example
 images take vectors the server computed (an upload goes through the shared batcher) or stored
-ones (an indexed image's id), and rank them with the library's own scoring
-(`taglens.library.search.rank`). Everything here reads the database; nothing writes to it.
-(Wanted in the library itself: ``Library.search(vectors=...)`` and an id on `Hit`; see the report.)
+ones (an indexed image's id): a 1-D array is a query part `Library.search` takes as it is.
+Everything here goes through `Library` methods (no SQL here); nothing writes to the library.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,7 +26,6 @@ from PIL import Image
 
 from taglens.io.decode import DecodeOptions, decode
 from taglens.library import Library, db
-from taglens.records import NsfwResult, TagScore
 
 THUMBNAIL_CACHE = 512
 
@@ -63,15 +60,11 @@ class Catalog:
         with self._lock:
             self.library.close()
 
-    @property
-    def conn(self) -> Any:
-        return self.library.conn
-
     # ---- models ---------------------------------------------------------------------------------
 
     def current_models(self) -> dict[str, db.ModelRow]:
         with self._lock:
-            return {task: row for task in db.TASKS if (row := db.current_model(self.conn, task)) is not None}
+            return self.library.current_model_rows()
 
     def embedder(self) -> Any:
         """The text/image embedder of the model the library was indexed with (loaded once)."""
@@ -87,55 +80,24 @@ class Catalog:
                                        minus_image=list(query.minus_vectors), tags=query.tags,
                                        no_tags=query.no_tags, max_nsfw=query.max_nsfw, min_score=query.min_score,
                                        limit=query.limit, exclude=query.exclude)
-            ids = self._content_ids([h.path for h in hits])
-            return [{"id": ids[h.path], **h.to_json()} for h in hits if h.path in ids]
-
-    def _content_ids(self, paths: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for start in range(0, len(paths), 500):
-            chunk = paths[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT path, content FROM files WHERE path IN ({marks}) "
-                                         "AND content IS NOT NULL", chunk):
-                out[row["path"]] = row["content"]
-        return out
+            return [{"id": h.image, **h.to_json()} for h in hits]
 
     # ---- one image ------------------------------------------------------------------------------
 
     def info(self, image_id: int) -> dict[str, Any] | None:
         """The image's facts (sha256, size, paths) and its current tags and NSFW result."""
         with self._lock:
-            content = self.conn.execute("SELECT * FROM contents WHERE id = ?", (image_id,)).fetchone()
-            if content is None:
-                return None
-            models = {task: db.current_model(self.conn, task) for task in ("tag", "nsfw")}
-            entry = db.describe_contents(self.conn, [image_id], models["tag"] and models["tag"]["id"],
-                                         models["nsfw"] and models["nsfw"]["id"])[image_id]
-            if not entry["paths"]:
-                return None
-            return {"id": image_id, "sha256": content["sha256"], "width": content["width"],
-                    "height": content["height"], "paths": entry["paths"], "tags": _tags(entry["tags"]),
-                    "nsfw": _nsfw(entry["nsfw"])}
+            return self.library.image_info(image_id)
 
     def stored_vector(self, image_id: int) -> np.ndarray | None:
         """The image's stored embedding under the library's current embedding model."""
         with self._lock:
-            model = db.current_model(self.conn, "embed")
-            return None if model is None else db.embedding_of(self.conn, image_id, model["id"])
+            return self.library.stored_embedding(image_id)
 
     def file(self, image_id: int) -> Path | None:
         """A file holding this image that is unchanged since it was indexed (same size and mtime)."""
         with self._lock:
-            rows = self.conn.execute("SELECT path, size, mtime FROM files WHERE content = ? AND status = 'ok' "
-                                     "ORDER BY path", (image_id,)).fetchall()
-        for row in rows:
-            try:
-                st = os.stat(row["path"])
-            except OSError:
-                continue
-            if os.path.isfile(row["path"]) and st.st_size == row["size"] and st.st_mtime == row["mtime"]:
-                return Path(row["path"])
-        return None
+            return self.library.unchanged_file(image_id)
 
     def thumbnail(self, image_id: int, size: int) -> bytes | None:
         """A JPEG no larger than ``size`` on either side (cached), or None when the file is gone."""
@@ -168,13 +130,3 @@ def media_type(path: Path) -> str:
             return Image.MIME.get(im.format or "", "application/octet-stream")
     except Exception:  # noqa: BLE001 (Pillow's plugins raise many types; the type is only a hint)
         return "application/octet-stream"
-
-
-def _tags(tags: list[TagScore] | None) -> list[dict[str, Any]] | None:
-    return None if tags is None else [{"tag": t.tag, "score": t.score} for t in tags]
-
-
-def _nsfw(result: NsfwResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {"label": result.label, "score": result.score, "scores": dict(result.scores), "flagged": result.flagged}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -85,3 +86,14 @@ def test_unsafe_score():
     multi = NsfwResult("porn", 0.7, {"normal": 0.2, "porn": 0.7, "hentai": 0.05, "sexy": 0.3}, True)
     assert db.unsafe_score(multi) == 0.7
     assert db.unsafe_score(NsfwResult("neutral", 1.0, {"neutral": 1.0, "drawings": 0.0}, False)) == 0.0
+
+
+@pytest.mark.parametrize("raw", [b"/p/plain.jpg", b"/p/bad\xff\xfe.jpg", b"/p/\xef\xbf\xbe-literal-fffe\xff.jpg",
+                                 b"/p/caf\xc3\xa9.jpg", b"/p/\xef\xbf\xbe\xef\xbf\xbeab.jpg", b"/\x80/x.png"])
+def test_paths_round_trip_through_their_stored_form(raw):
+    path = os.fsdecode(raw)
+    stored = db.to_db_path(path)
+    stored.encode("utf-8")  # SQLite holds it as text
+    assert os.fsencode(db.from_db_path(stored)) == raw
+    folder = path.rsplit("/", 1)[0] + "/"
+    assert stored.startswith(db.to_db_path(folder))  # a folder's stored path prefixes its files'

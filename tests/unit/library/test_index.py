@@ -11,7 +11,7 @@ import pytest
 
 from taglens.engine import prepare as engine_module
 from taglens.engine import EngineOptions
-from taglens.library import LazyModel, Library, db, scan
+from taglens.library import LazyModel, Library, db
 
 from .conftest import make_photos, picture
 from .fakes import fake_models
@@ -21,27 +21,36 @@ OPTIONS = EngineOptions(batch_size=2, workers=2)
 
 @pytest.fixture
 def counters(monkeypatch):
-    """Counts decodes (engine) and hashes (scan)."""
-    counts = {"decode": [], "hash": []}
+    """Counts the engine's file reads, hashes and decodes, by path (the library reads nothing itself)."""
+    counts = {"decode": [], "hash": [], "read": []}
     lock = threading.Lock()
-    real_decode, real_hash = engine_module.decode_bytes, scan.file_sha256
+    names: dict[int, str] = {}  # id of the bytes read -> the file they came from
+    real_decode, real_hash, real_read = engine_module.decode_bytes, engine_module.content_hash, engine_module.read_source_bytes
 
     def decode(data, options, *, name):
         with lock:
             counts["decode"].append(name)
         return real_decode(data, options, name=name)
 
-    def hash_(path, *a, **k):
+    def read(source, options, name):
+        data = real_read(source, options, name)
         with lock:
-            counts["hash"].append(path)
-        return real_hash(path, *a, **k)
+            counts["read"].append(name)
+            names[id(data)] = name
+        return data
+
+    def hash_(data):
+        with lock:
+            counts["hash"].append(names[id(data)])
+        return real_hash(data)
 
     monkeypatch.setattr(engine_module, "decode_bytes", decode)
-    monkeypatch.setattr(scan, "file_sha256", hash_)
+    monkeypatch.setattr(engine_module, "content_hash", hash_)
+    monkeypatch.setattr(engine_module, "read_source_bytes", read)
 
     def reset():
-        counts["decode"].clear()
-        counts["hash"].clear()
+        for key in ("decode", "hash", "read"):
+            counts[key].clear()
 
     counts["reset"] = reset
     return counts
@@ -66,6 +75,7 @@ def test_first_run_computes_every_image_once_in_one_pass(lib, photos, models, co
     assert report.computed == 6 and report.errors == 0 and report.unchanged == 0
     assert calls(jobs) == {"tag": 6, "nsfw": 6, "embed": 6}
     assert len(counters["decode"]) == 6  # decoded once for all three jobs
+    assert sorted(counters["read"]) == sorted(counters["hash"]) == sorted(str(p) for p in photos.iterdir())  # once each
     files = rows(lib)
     assert sorted(files) == sorted(str(p) for p in photos.iterdir())
     assert all(r["status"] == "ok" and r["content"] for r in files.values())
@@ -105,6 +115,7 @@ def test_added_changed_deleted_and_touched_files(lib, photos, models, counters):
     assert calls(jobs) == {"tag": 2, "nsfw": 2, "embed": 2}
     assert sorted(counters["decode"]) == sorted([str(photos / "img100.png"), str(photos / "img001.png")])
     assert sorted(counters["hash"]) == sorted(str(photos / f"img{i}.png") for i in ("100", "001", "003"))
+    assert sorted(counters["read"]) == sorted(counters["hash"])  # hashed from the one read that decodes
     assert report.deleted == 1 and report.computed == 2 and report.reused == 1 and report.unchanged == 3
     after = rows(lib)
     assert str(photos / "img002.png") not in after
@@ -146,6 +157,7 @@ def test_identical_copies_in_one_run_are_computed_once(lib, tmp_path, models, co
     assert report.reused == 1
     files = rows(lib)
     assert files[str(folder / "zcopy.png")]["content"] == files[str(folder / "img000.png")]["content"]
+    assert sorted(counters["read"]) == sorted(str(p) for p in folder.iterdir()) and len(counters["decode"]) == 2
 
 
 def test_a_new_embedding_model_re_embeds_only(lib, photos, models, counters):
@@ -249,3 +261,70 @@ def test_content_ids_are_never_reused(lib, photos, models):
     make_photos(photos, 1, start=300)
     lib.index([photos], sources, options=OPTIONS)
     assert rows(lib)[str(photos / "img300.png")]["content"] > top
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_searched_and_kept(lib, photos, models, counters):
+    """A name's bytes that are not UTF-8 (legal on Linux) round-trip through the database: the
+    path comes back as ``os.fsdecode`` gives it, so ``os.fsencode`` gives the very bytes."""
+    sources, jobs = models
+    raw = os.fsencode(photos) + b"/bad\xff\xfe.png"
+    picture(77).save(os.fsdecode(raw))
+    name = os.fsdecode(raw)
+    report = lib.index([photos], sources, options=OPTIONS)
+    assert report.computed == 7 and report.errors == 0
+    assert db.file_by_path(lib.conn, name)["status"] == "ok"
+    stored = lib.conn.execute("SELECT path FROM files WHERE path LIKE '%bad%'").fetchone()["path"]
+    assert stored.encode("utf-8") and db.from_db_path(stored) == name  # valid text in SQLite, lossless back
+
+    [tagged] = [h for h in lib.search(tags=["bright"], limit=20) if h.path == name] or [None]
+    assert tagged is not None and os.fsencode(tagged.path) == raw
+    assert name in {h.path for h in lib.search("anything", limit=20)}
+    assert lib.search(image=name, limit=1)[0].path == name
+    assert any(name in g.paths for g in lib.duplicates(threshold=-1.0))
+    assert lib.verify().ok and not lib.verify().notes[1:]  # not "gone from disk", not "changed"
+
+    counters["reset"]()
+    again = lib.index([photos], sources, options=OPTIONS)
+    assert again.unchanged == 7 and counters["read"] == []  # found again by its stored path
+    assert lib.prune().missing_files == 0
+    moved = os.fsencode(photos) + b"/also\xfe.png"
+    os.rename(raw, moved)
+    renamed = lib.index([photos], sources, options=OPTIONS)
+    assert renamed.reused == 1 and renamed.deleted == 1 and counters["decode"] == []
+    assert db.file_by_path(lib.conn, os.fsdecode(moved))["content"] is not None
+
+
+def test_a_copy_hashed_before_its_first_file_waits_for_it(lib, tmp_path, models, counters, monkeypatch):
+    """The first file in order is read last (slow disk): its bytes were claimed by the later copy,
+    so it is filed once that copy's results are stored, in the same pass, without decoding."""
+    import time
+
+    sources, jobs = models
+    folder = tmp_path / "order"
+    folder.mkdir()
+    picture(5).save(folder / "a.png")
+    shutil.copy(folder / "a.png", folder / "b.png")
+    slow_read = engine_module.read_source_bytes
+
+    def read(source, options, name):
+        if name.endswith("a.png"):
+            time.sleep(0.3)
+        return slow_read(source, options, name)
+
+    monkeypatch.setattr(engine_module, "read_source_bytes", read)
+    report = lib.index([folder], sources, options=OPTIONS)
+    assert calls(jobs) == {"tag": 1, "nsfw": 1, "embed": 1} and counters["decode"] == [str(folder / "b.png")]
+    assert report.reused == 1 and report.computed == 1
+    files = rows(lib)
+    assert files[str(folder / "a.png")]["content"] == files[str(folder / "b.png")]["content"] is not None
+
+
+def test_copies_of_undecodable_bytes_are_each_recorded_as_errors(lib, tmp_path, models, counters):
+    sources, _ = models
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("x.jpg", "y.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    report = lib.index([folder], sources, options=OPTIONS)
+    assert report.errors == 2 and report.ok == 0 and len(counters["decode"]) == 1
+    assert {r["status"] for r in rows(lib).values()} == {"error"} and all(r["error"] for r in rows(lib).values())

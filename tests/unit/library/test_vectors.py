@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 
 import numpy as np
+import pytest
 
 from taglens.engine import EngineOptions
 from taglens.library import Library, db, vectors
@@ -36,7 +39,7 @@ def test_built_after_indexing_and_fresh(lib, photos, models):
 def test_rebuilt_when_missing(lib, photos, models):
     lib.index([photos], models[0], options=OPTIONS)
     for path in lib.vectors_folder.iterdir():
-        path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     model = db.current_model(lib.conn, "embed")
     assert vectors.freshness(lib.conn, lib.vectors_folder, model) == "missing"
     assert len(lib.search(image=str(sorted(photos.iterdir())[0]), limit=10)) == 6
@@ -101,3 +104,47 @@ def test_verify_finds_an_index_that_disagrees_with_the_database(lib, photos, mod
         np.save(f, matrix)
     report = lib.verify()
     assert not report.ok and "different vector" in report.problems[0]
+
+
+@pytest.mark.parametrize("exact_limit", [vectors.EXACT_LIMIT, 5], ids=["exact", "hnsw"])
+def test_search_never_fails_while_another_library_handle_indexes(tmp_path, embedder, exact_limit):
+    """Keys, vectors and metadata are published as one generation: a reader never pairs the keys
+    of one build with the matrix of another (issue 18: one IndexError in ~118,800 searches)."""
+    folder = tmp_path / "p"
+    make_photos(folder, 4)
+    writer = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
+    sources, _ = fake_models()
+    writer.index([folder], sources, options=OPTIONS)
+    reader = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=exact_limit)
+    done = threading.Event()
+    failures: list[str] = []
+    searches = [0]
+
+    def index_rounds() -> None:
+        try:
+            for round_ in range(20):
+                make_photos(folder, 2, start=100 + 2 * round_)
+                if round_ % 3 == 2:
+                    sorted(folder.iterdir())[0].unlink()
+                writer.index([folder], sources, options=OPTIONS)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=index_rounds)
+    thread.start()
+    while not done.is_set() or searches[0] < 300:
+        try:
+            hits = reader.search("a picture", limit=5)
+            if not hits:
+                failures.append("no hits")
+        except Exception as exc:  # noqa: BLE001 (any failure is what this test counts)
+            failures.append(f"{type(exc).__name__}: {exc}")
+        searches[0] += 1
+    thread.join()
+    assert failures == [] and searches[0] >= 300
+    generations = [p for p in writer.vectors_folder.iterdir() if p.is_dir()]
+    assert 1 <= len(generations) <= 3  # the current, the one it replaced, maybe one a reader built
+    assert np.array_equal(np.sort(reader.vector_index().keys), db_keys(reader))
+    assert meta(reader)["kind"] == ("exact" if exact_limit > 100 else "hnsw")
+    writer.close()
+    reader.close()
