@@ -1,4 +1,5 @@
-"""An input's way to the models: read, hash and decode once, then each distinct transform once.
+"""An input's way to the models: read, hash and decode once, then each distinct transform once
+(up to its uint8 resized image where it has a lookup table: `taglens.engine.transfer`).
 
 `prepare_source` never raises: a bad file comes back as a `Prepared` whose record carries the
 reason, so the run goes on. It runs in the engine's decode threads, in the Ray job's CPU tasks
@@ -45,10 +46,19 @@ class Transform(Protocol):
 
 @dataclass
 class Prepared:
-    """A source after the decode threads: a record (with error, or file facts) and tensors."""
+    """A source after the decode threads: a record (with error, or file facts) and each
+    transform's input (`ImageBytes`, or a float32 array for a transform without a table)."""
 
     record: Record
-    arrays: dict[Hashable, np.ndarray] | None = None
+    arrays: dict[Hashable, Any] | None = None
+
+
+def apply_transform(transform: Transform, image: Image.Image) -> Any:
+    """A lookup-table transform stops at its uint8 image (`ImageBytes`: normalised later, on the
+    model's device, bit for bit as here); any other transform (transformers' processors with
+    steps of their own) gives its float32 tensor."""
+    to_bytes = getattr(transform, "to_bytes", None)
+    return to_bytes(image) if to_bytes is not None else transform(image)
 
 
 def job_transforms(jobs: Sequence[Any], decode: DecodeOptions) -> tuple[list[Transform], DecodeOptions]:
@@ -72,7 +82,7 @@ def prepare_source(
     facts: dict[str, Any] = {}
     try:
         decoded = _read_and_decode(source, options, name, facts, hash_files)
-        arrays = {t: t(decoded.image) for t in transforms}
+        arrays = {t: apply_transform(t, decoded.image) for t in transforms}
     except ImageDecodeError as exc:
         return Prepared(Record(path=name, error=exc.reason, **facts))
     except Exception as exc:  # a bug or an exotic failure in a transform must not stop the run
