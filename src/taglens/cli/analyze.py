@@ -145,7 +145,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     fields = fields_for_tasks(task_names)
     sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume,
                                    quiet=quiet)
-    summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, target=target,
+    options = engine_options(**runtime, input_sizes=[job.transform.input_size for job in jobs])
+    summary = run_to_sink(paths, recursive, jobs, options, sink, target=target,
                           resumable=fmt in RESUMABLE_FORMATS, quiet=quiet, on_record=caption_hook(writer), skip=skip)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)

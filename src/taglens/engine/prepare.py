@@ -96,6 +96,12 @@ def _read_and_decode(
 ) -> DecodedImage:
     if isinstance(source, (Image.Image, np.ndarray)):
         return decode(source, options, name=name)
+    return decode_bytes(read_bytes(source, options, name, facts, hash_files), options, name=name)
+
+
+def read_bytes(source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any],
+               hash_files: bool) -> bytes:
+    """A file's bytes (from a path, bytes or a file object), its size, mtime and sha256 in ``facts``."""
     if isinstance(source, (str, os.PathLike)):
         try:
             st = os.stat(source)
@@ -113,4 +119,4 @@ def _read_and_decode(
         facts["sha256"] = hashlib.sha256(data).hexdigest()
     if len(data) > options.max_bytes:
         raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
-    return decode_bytes(data, options, name=name)
+    return data
