@@ -175,3 +175,20 @@ def test_through_the_engine_an_oom_model_keeps_every_record_and_the_others_are_u
     assert len(records) == 8 and all(r.error is None for r in records)
     assert tight.batches == [1] * 8 and roomy.batches == [4, 4]
     assert all(r.width is not None and r.height is not None for r in records)
+
+
+def test_the_transformers_families_run_sdpa_attention_and_joytag_takes_channels_last(checkpoints):
+    """SDPA (flash attention on a GPU) is what transformers picks for SigLIP and ViT; JoyTag's conv
+    stem gets its batches channels-last, the layout the device's gather makes for free."""
+    import torch
+
+    from taglens.models import joytag, siglip, vit_classifier
+
+    assert siglip.load(checkpoints["siglip16"], device="cpu").model.model.config._attn_implementation == "sdpa"
+    assert vit_classifier.load(checkpoints["vit"], device="cpu").model.config._attn_implementation == "sdpa"
+    tagger = joytag.load(checkpoints["joytag"], device="cpu")
+    seen = []
+    forward = tagger._forward
+    tagger._forward = lambda x: seen.append(x.is_contiguous(memory_format=torch.channels_last)) or forward(x)
+    tagger.job()([tagger.transform(photo())])
+    assert seen == [True]

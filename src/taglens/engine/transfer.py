@@ -206,9 +206,9 @@ class DeviceTransfer:
         self._tables: dict[bytes, torch.Tensor] = {}
         self._lock = threading.Lock()
 
-    def normalised(self, batch: ByteBatch) -> torch.Tensor:
-        """A `ByteBatch` as float32 (B, 3, H, W) on the device, contiguous: bit for bit
-        ``batch.normalised()``."""
+    def normalised(self, batch: ByteBatch, *, channels_last: bool = False) -> torch.Tensor:
+        """A `ByteBatch` as float32 (B, 3, H, W) on the device, contiguous (or channels-last, the
+        gather's own layout): bit for bit ``batch.normalised()``."""
         import torch
 
         table = self._table(batch.table)
@@ -221,7 +221,8 @@ class DeviceTransfer:
             pixels = self.stream.hand_over(pixels)
         offsets = torch.arange(3, device=self.device, dtype=torch.int32) * 256
         index = pixels.to(self.device, torch.int32) + offsets  # (B, H, W, 3) into the flat table
-        return table.reshape(-1)[index].permute(0, 3, 1, 2).contiguous()
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return table.reshape(-1)[index].permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
     def _table(self, table: np.ndarray) -> torch.Tensor:
         import torch

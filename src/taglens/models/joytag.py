@@ -228,7 +228,7 @@ class Tagger:
         import torch
 
         with torch.inference_mode():
-            logits = self._forward(self.placement.batch(pixels)).float()
+            logits = self._forward(self.placement.batch(pixels, channels_last=True)).float()
             return fetch(torch.sigmoid(logits))
 
     def compile(self) -> None:
