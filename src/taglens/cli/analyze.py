@@ -164,6 +164,9 @@ def check_ray_usage(ctx: click.Context, output: str | None, fmt: str | None, cap
         raise click.UsageError("--captions works with the local engine only")
     if runtime.get("workers"):
         raise click.UsageError("--workers sets the local engine's decode threads; Ray schedules its own tasks")
+    if runtime.get("preprocess") == "gpu":
+        raise click.UsageError("--preprocess gpu works with the local engine only; the Ray engine preprocesses "
+                               "exactly in its CPU tasks")
 
 
 def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: Any, output: str, options: Any,
