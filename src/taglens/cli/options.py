@@ -101,8 +101,8 @@ runtime_options = stack(
                       "that fits half the GPU's free memory, on the CPU 8."),
     click.option("--preprocess", type=click.Choice(["exact", "gpu"]), default="exact", show_default=True,
                  help="exact: Pillow on the CPU, the reference numbers. gpu: JPEG decode (nvJPEG, needs "
-                      "torchvision) and resize on the GPU: much less CPU per image, scores move slightly "
-                      "(docs/analyze.md); falls back to exact with one line where CUDA or torchvision is absent."),
+                      "torchvision) and resize on the GPU: much less CPU per image, scores move slightly; "
+                      "falls back to exact with one line where CUDA or torchvision is absent."),
     click.option("--device", default="auto", show_default=True,
                  help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",

@@ -10,7 +10,9 @@ Two ways to drive it, one behaviour:
 - **on its own model thread** (``background=True``): the HTTP service's requests submit from
   many threads and a lone image waits at most ``max_wait`` for company.
 
-Either way one thread runs every model, one batch at a time, so batches never fight over cores;
+Either way one thread runs every model, so batches never fight over cores. Ready batches leave in
+rounds of at most one per model, whose forward passes are all queued before any result is waited
+for (`taglens.engine.core.run_batches`: on a GPU, no host synchronisation between the models);
 `call` runs any other model work (encoding labels or a search query with the text tower) on that
 same thread between batches. After an out-of-memory error a key's batches are capped at the size
 that fit (see `taglens.engine.core.run_batch`).
