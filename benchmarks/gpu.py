@@ -128,7 +128,7 @@ def largest_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names
 def time_model_alone(job: Any, paths: Sequence[str], batch: int, images: int, device: torch.device) -> float:
     """images/s of the model's pass on uint8 batches in host memory (copy and normalise included)."""
     transforms, decode = job_transforms([job], DecodeOptions())
-    one = [prepare_source(p, transforms, decode).arrays[job.transform] for p in paths[:batch]]
+    one = [prepare_source(p, transforms, decode).arrays[job.transform] for p in paths[:min(batch, 16)]]
     one = (one * (batch // len(one) + 1))[:batch]
     ready = collate(one, takes_bytes=True)
     resolve(job.launch(ready))  # warm-up: kernels chosen, memory cached
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoints and a few images (CI)")
     parser.add_argument("--images", type=int, default=None,
-                        help="JPEGs per timed row (default 1024, a quarter of them in float32; smoke 8)")
+                        help="JPEGs per timed row (default 512, a quarter of them in float32; smoke 8)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: from free memory (CPU: 4)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA GPU visible; use --device cpu --smoke", file=sys.stderr)
         return 2
-    images = args.images or (8 if args.smoke else 1024)
+    images = args.images or (8 if args.smoke else 512)
     workdir = args.workdir / ("smoke" if args.smoke else "full")
     started = time.perf_counter()
     folders = build_checkpoints(workdir, args.smoke)
