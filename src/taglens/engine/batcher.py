@@ -170,7 +170,8 @@ class Batcher:
                 _resolve(*work)
             elif work:
                 with self._cond:
-                    more = self._take_round(time.monotonic(), full_only=False, locked=True, taken={work[0].key})
+                    more = self._take_round(time.monotonic(), full_only=False, locked=True,
+                                            taken={work[0].key})
                 self._run_round([work, *more])
 
     def _next_work(self) -> list[Item] | tuple[Future, Callable[[], Any]] | None:

@@ -73,8 +73,8 @@ def nvjpeg_decode(data: bytes, device: Any) -> torch.Tensor:
                        device=device)
 
 
-def prepare_on_device(source: ImageSource, transforms: Sequence[Transform], options: DecodeOptions, device: Any,
-                      *, hash_files: bool = True, decoder: Decoder = nvjpeg_decode) -> Prepared:
+def prepare_on_device(source: ImageSource, transforms: Sequence[Transform], options: DecodeOptions,
+                      device: Any, *, hash_files: bool = True, decoder: Decoder = nvjpeg_decode) -> Prepared:
     """`prepare_source` with a plain JPEG decoded and resized on ``device``; anything else (and
     any failure there) the exact way. Never raises."""
     if not isinstance(source, (str, bytes, bytearray, memoryview)) and not hasattr(source, "__fspath__"):
@@ -89,7 +89,8 @@ def prepare_on_device(source: ImageSource, transforms: Sequence[Transform], opti
     if size is not None:
         try:
             image = decoder(data, device)
-            arrays = {t: ImageBytes(resize_on_device(t, image), t.table) for t in transforms}  # type: ignore[attr-defined]
+            arrays = {t: ImageBytes(resize_on_device(t, image), t.table)  # type: ignore[attr-defined]
+                      for t in transforms}
             return Prepared(Record(path=name, width=size[0], height=size[1], **facts), arrays)
         except Exception as exc:  # nvJPEG refuses some files Pillow reads: those go the exact way
             log.debug("device decode failed for %s (%s); decoding on the CPU", name, exc)

@@ -174,7 +174,8 @@ class StagingBuffers:
                 slot = ring[index]
                 slot.free_after.synchronize()
             else:
-                tensor = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=self.pin)
+                dtype = torch.from_numpy(array[:0]).dtype
+                tensor = torch.empty(array.shape, dtype=dtype, pin_memory=self.pin)
                 slot = _Slot(tensor, _Done())
                 self.allocations += 1
                 if index < len(ring):
