@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+_NVJPEG_LOCK = threading.Lock()
 
 MODES = ("exact", "gpu")
 Decoder = Callable[[bytes, Any], Any]
@@ -65,12 +67,15 @@ def has_device_recipe(transform: Transform) -> bool:
 
 
 def nvjpeg_decode(data: bytes, device: Any) -> torch.Tensor:
-    """torchvision's GPU JPEG decode: (3, H, W) uint8 on ``device``."""
+    """torchvision's GPU JPEG decode: (3, H, W) uint8 on ``device``. One decode at a time (the
+    decode threads still read, hash and parse headers in parallel): torchvision's nvJPEG handle
+    is shared by the process, and its thread safety is not documented."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                       device=device)
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    with _NVJPEG_LOCK:
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
 def prepare_on_device(source: ImageSource, transforms: Sequence[Transform], options: DecodeOptions,
