@@ -192,3 +192,18 @@ def test_the_transformers_families_run_sdpa_attention_and_joytag_takes_channels_
     tagger._forward = lambda x: seen.append(x.is_contiguous(memory_format=torch.channels_last)) or forward(x)
     tagger.job()([tagger.transform(photo())])
     assert seen == [True]
+
+
+def test_a_batch_mixing_device_decoded_and_exact_images_is_collated_and_normalised_alike():
+    import torch
+
+    from taglens.engine.transfer import ByteBatch, DeviceTransfer, collate
+
+    transform = RECIPES["siglip"]
+    images = [_smooth(320, 240, i) for i in range(3)]
+    host = [apply_transform(transform, image) for image in images]
+    mixed = [host[0], type(host[1])(torch.from_numpy(host[1].pixels.copy()), host[1].table), host[2]]
+    batch = collate(mixed, takes_bytes=True)
+    assert isinstance(batch, ByteBatch) and isinstance(batch.pixels, torch.Tensor)
+    got = DeviceTransfer(torch.device("cpu")).normalised(batch).numpy()
+    assert np.array_equal(got, np.stack([transform(image) for image in images]))

@@ -73,11 +73,15 @@ def collate(inputs: Sequence[Any], *, takes_bytes: bool) -> Any:
         first = inputs[0]
         alike = all(x.table is first.table or np.array_equal(x.table, first.table) for x in inputs)
         if takes_bytes and alike and len({tuple(x.pixels.shape) for x in inputs}) == 1:
-            if isinstance(first.pixels, np.ndarray):
+            on_device = [x.pixels for x in inputs if not isinstance(x.pixels, np.ndarray)]
+            if not on_device:
                 return ByteBatch(np.stack([x.pixels for x in inputs]), first.table)
-            import torch
+            import torch  # --preprocess gpu: device tensors, and host arrays of files it sent the exact way
 
-            return ByteBatch(torch.stack([x.pixels for x in inputs]), first.table)
+            device = on_device[0].device
+            tensors = [torch.from_numpy(np.array(x.pixels)).to(device) if isinstance(x.pixels, np.ndarray)
+                       else x.pixels for x in inputs]
+            return ByteBatch(torch.stack(tensors), first.table)
     return np.stack([x.normalised() if isinstance(x, ImageBytes) else x for x in inputs])
 
 
