@@ -18,6 +18,7 @@ float32), and prints one table:
 
     python benchmarks/gpu.py                       # on the GPU machine: under 8 minutes on an H200
     python benchmarks/gpu.py --device cpu --smoke  # tiny checkpoints, a few images: CI keeps it working
+    python benchmarks/gpu.py --compile             # + a bfloat16 torch.compile row (minutes of compiling)
 
 Where CUDA or torchvision is absent the ``fast`` rows say so and run the exact path; their
 deviation is then that of the device geometry with Pillow's decode (`pillow_decode`).
@@ -87,9 +88,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def load_models(folders: dict[str, Path], device: str, dtype: str) -> tuple[ModelSet, list[Any]]:
+def load_models(folders: dict[str, Path], device: str, dtype: str, *,
+                compile: bool = False) -> tuple[ModelSet, list[Any]]:
     models = ModelSet(tagger=str(folders["joytag"]), siglip=str(folders["siglip"]),
-                      nsfw_model=str(folders["nsfw"]), device=device, dtype=dtype)
+                      nsfw_model=str(folders["nsfw"]), device=device, dtype=dtype, compile=compile)
     request = TaskRequest(tasks=("tag", "classify", "embed", "nsfw"), labels=LABELS)
     return models, models.jobs(request)
 
@@ -163,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="JPEGs per timed row (default 512, a quarter of them in float32; smoke 8)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: from free memory (CPU: 4)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--compile", action="store_true",
+                        help="one more row: the bfloat16 three-model pass with torch.compile (compiling not counted)")
     args = parser.parse_args(argv)
     logging.getLogger("taglens.engine.run").setLevel(logging.ERROR)  # the fast rows' note says it once
     warnings.simplefilter("ignore", PromptTruncatedWarning)  # the smoke checkpoints' 16 text tokens
@@ -224,6 +228,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+    if args.compile:
+        _, jobs = load_models(folders, str(device), "bfloat16", compile=True)
+        transforms, _ = job_transforms(jobs, DecodeOptions())
+        batch = args.batch_size or (4 if device.type == "cpu" else
+                                    auto_batch_size(device, [t.input_size for t in transforms]))
+        options = EngineOptions(batch_size=batch, workers=gpu_decode_workers() if device.type == "cuda" else 2)
+        compiling = time.perf_counter()
+        for size in sorted({batch, *(1 << k for k in range(batch.bit_length()))}):  # every padded shape
+            list(run(paths[:size], jobs, options))
+        compiling = time.perf_counter() - compiling
+        rate = time_engine(paths, jobs, options, device)
+        outputs = raw_outputs(jobs, prepare_all(compare, jobs, "exact", device))
+        rows.append(("three models (engine, JPEG decode, --compile)", "bfloat16", "exact", str(batch),
+                     f"{rate:.0f}", "", f"{largest_difference(outputs, reference, [j.name for j in jobs]):.2e}",
+                     f"{compiling:.0f} s of compiling, not counted"))
 
     header = ("row", "dtype", "preprocess", "batch", "images/s", "MFU", "max |d| vs CPU fp32", "note")
     print("| " + " | ".join(header) + " |")
