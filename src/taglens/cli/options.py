@@ -77,8 +77,8 @@ class BatchSize(click.ParamType):
     name = "N|auto"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
-        if isinstance(value, int) or (isinstance(value, str) and value.strip().lower() == "auto"):
-            return value if isinstance(value, int) else "auto"
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
         try:
             number = int(value)
         except (TypeError, ValueError):

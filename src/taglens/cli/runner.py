@@ -67,7 +67,7 @@ def engine_options(batch_size: int | str, workers: int | None, draft: bool, max_
     CUDA a decode thread per core unless ``--workers`` says otherwise."""
     decode = DecodeOptions(max_pixels=max_pixels, max_bytes=max_file_size, draft=draft)
     extra: dict[str, Any] = {"workers": workers} if workers else {}
-    on_cuda = _on_cuda(device) if (batch_size == "auto" or not workers or preprocess != "exact") else False
+    on_cuda = _on_cuda(device)
     if batch_size == "auto":
         from taglens.engine.gpu_sizing import CPU_BATCH, auto_batch_size
         from taglens.models.registry import configs
