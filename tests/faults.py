@@ -36,21 +36,23 @@ def is_poison(pixels: np.ndarray) -> np.ndarray:
 
 
 def poison_nsfw(monkeypatch=None) -> None:
-    """Make `taglens.models.vit_classifier.NsfwJob.forward` (the engine's and the server's path) raise on a poison;
-    with a pytest ``monkeypatch``, only until the test ends."""
+    """Make `taglens.models.vit_classifier.NsfwJob.launch` (the engine's and the server's path to
+    the classifier) raise on a poison; with a pytest ``monkeypatch``, only until the test ends."""
+    from taglens.engine.transfer import ByteBatch
     from taglens.models.vit_classifier import NsfwJob
 
-    original = NsfwJob.forward
+    original = NsfwJob.launch
 
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        if is_poison(np.asarray(pixels, np.float32)).any():
+    def launch(self, pixels):
+        floats = pixels.normalised() if isinstance(pixels, ByteBatch) else np.asarray(pixels, np.float32)
+        if is_poison(floats).any():
             raise RuntimeError("injected: the classifier cannot take this image")
         return original(self, pixels)
 
     if monkeypatch is not None:
-        monkeypatch.setattr(NsfwJob, "forward", forward)
+        monkeypatch.setattr(NsfwJob, "launch", launch)
     else:
-        NsfwJob.forward = forward  # type: ignore[method-assign]
+        NsfwJob.launch = launch  # type: ignore[method-assign]
 
 
 def full_disk() -> None:

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from taglens import engine
 from taglens.io.arrow import fields_for_tasks, job_metadata, record_schema, records_to_table
 from taglens.engine import EngineOptions, Prepared, Transform
+from taglens.engine.transfer import ImageBytes
 from taglens.errors import TaglensError
 from taglens.io.decode import DecodeOptions
 from taglens.io.locations import (
@@ -214,7 +215,8 @@ def prepare_batch(refs: pa.Table, *, transforms: Sequence[Transform], decode: De
                   hash_files: bool) -> pa.Table:
     """CPU task: read, hash and decode each file once and apply every transform. Returns the
     file facts (``path``, ``error``, ``sha256``...) and per transform ``i`` the pixels as raw
-    float32 bytes (``pixels_i``, null for a failed file) with their shape (``shape_i``)."""
+    bytes (``pixels_i``, null for a failed file: uint8 HWC for a lookup-table transform, normalised
+    on the actor's device, else float32 CHW) with their shape (``shape_i``)."""
     records: list[Record] = []
     arrays: list[dict[Any, np.ndarray] | None] = []
     for row in refs.to_pylist():
@@ -224,7 +226,7 @@ def prepare_batch(refs: pa.Table, *, transforms: Sequence[Transform], decode: De
         arrays.append(prepared.arrays)
     table = records_to_table(records, _FACTS)
     for i, transform in enumerate(transforms):
-        pixels = [None if a is None else np.ascontiguousarray(a[transform], np.float32) for a in arrays]
+        pixels = [None if a is None else _raw_pixels(a[transform]) for a in arrays]
         table = table.append_column(f"pixels_{i}", pa.array(
             [None if p is None else p.tobytes() for p in pixels], pa.large_binary()))
         table = table.append_column(f"shape_{i}", pa.array(
@@ -261,7 +263,7 @@ class ModelActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         facts = batch.select(list(_FACTS.names)).to_pylist()
-        pixels = [_pixel_rows(batch, i) for i in range(len(self.plan.transforms))]
+        pixels = [_pixel_rows(batch, i, t) for i, t in enumerate(self.plan.transforms)]
         prepared = [
             Prepared(Record(**row), None if row["error"] is not None else
                      {t: pixels[k][i] for k, t in enumerate(self.plan.transforms)})
@@ -270,13 +272,22 @@ class ModelActor:
         return records_to_table(engine.run_prepared(prepared, self.jobs), self.plan.schema)
 
 
-def _pixel_rows(batch: pa.Table, index: int) -> list[np.ndarray | None]:
+def _raw_pixels(pixels: Any) -> np.ndarray:
+    if isinstance(pixels, ImageBytes):
+        return np.ascontiguousarray(pixels.pixels, np.uint8)
+    return np.ascontiguousarray(pixels, np.float32)
+
+
+def _pixel_rows(batch: pa.Table, index: int, transform: Transform) -> list[Any]:
     data = batch.column(f"pixels_{index}").combine_chunks()
     shapes = batch.column(f"shape_{index}").to_pylist()
-    rows: list[np.ndarray | None] = []
+    table = getattr(transform, "table", None) if hasattr(transform, "to_bytes") else None
+    rows: list[Any] = []
     for i, shape in enumerate(shapes):
         if shape is None:
             rows.append(None)
+        elif table is not None:
+            rows.append(ImageBytes(np.frombuffer(data[i].as_buffer(), np.uint8).reshape(shape), table))
         else:
             rows.append(np.frombuffer(data[i].as_buffer(), np.float32).reshape(shape))
     return rows

@@ -73,13 +73,13 @@ def gated(make_client, library, monkeypatch):
         client = make_client(library=library["folder"], **settings)
         gate = threading.Event()
         tagger = client.app.state.service.models.load_tagger()
-        scores = tagger.scores
+        launch = tagger.launch_scores  # the forward pass the engine queues
 
         def slow(pixels):
             gate.wait(30)
-            return scores(pixels)
+            return launch(pixels)
 
-        monkeypatch.setattr(tagger, "scores", slow)
+        monkeypatch.setattr(tagger, "launch_scores", slow)
         return client, gate
 
     return make

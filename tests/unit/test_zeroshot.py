@@ -126,13 +126,13 @@ def test_clip_scores_are_a_softmax_over_the_labels(embedders):
 def test_classify_and_embed_come_from_one_image_tower_pass(embedders, monkeypatch):
     embedder = embedders["siglip64"]
     calls: list[int] = []
-    real = ImageTextModel.encode_images
+    real = ImageTextModel.launch_images  # the image tower's pass (encode_images waits on it)
 
     def counting(self, pixels):
         calls.append(len(pixels))
         return real(self, pixels)
 
-    monkeypatch.setattr(ImageTextModel, "encode_images", counting)
+    monkeypatch.setattr(ImageTextModel, "launch_images", counting)
     job = embedder.job(["a cat", "a dog"], embedding=True)
     assert job.name == "classify+embed"
     assert (job.model_id, job.revision, job.transform) == (embedder.model_id, embedder.revision, embedder.transform)

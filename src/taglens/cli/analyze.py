@@ -146,7 +146,8 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], recursive: bool, tasks: 
     fields = fields_for_tasks(task_names)
     sink, target, skip = open_sink(fmt, output, fields, models if "embed" in task_names else None, jobs, resume,
                                    quiet=quiet)
-    summary = run_to_sink(paths, recursive, jobs, engine_options(**runtime), sink, target=target,
+    options = engine_options(**runtime, input_sizes=[job.transform.input_size for job in jobs])
+    summary = run_to_sink(paths, recursive, jobs, options, sink, target=target,
                           resumable=fmt in RESUMABLE_FORMATS, quiet=quiet, on_record=caption_hook(writer), skip=skip)
     if writer is not None and not quiet:
         click.echo(writer.summary(), err=True)
@@ -164,6 +165,9 @@ def check_ray_usage(ctx: click.Context, output: str | None, fmt: str | None, cap
         raise click.UsageError("--captions works with the local engine only")
     if runtime.get("workers"):
         raise click.UsageError("--workers sets the local engine's decode threads; Ray schedules its own tasks")
+    if runtime.get("preprocess") == "gpu":
+        raise click.UsageError("--preprocess gpu works with the local engine only; the Ray engine preprocesses "
+                               "exactly in its CPU tasks")
 
 
 def run_on_ray(paths: tuple[str, ...], recursive: bool, request: Any, models: Any, output: str, options: Any,

@@ -71,6 +71,23 @@ def stack(*decorators: F) -> F:
     return apply
 
 
+class BatchSize(click.ParamType):
+    """A positive number of images, or ``auto`` (`taglens.engine.gpu_sizing.auto_batch_size`)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number of images nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
 input_options = stack(
     click.argument("paths", nargs=-1, required=True, metavar="PATH..."),
     click.option("--recursive/--no-recursive", "-r/-R", default=True, show_default=True,
@@ -79,8 +96,13 @@ input_options = stack(
 )
 
 runtime_options = stack(
-    click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True,
-                 help="Images per forward pass."),
+    click.option("--batch-size", "-b", type=BatchSize(), default="8", show_default=True,
+                 help="Images per forward pass, or 'auto': on CUDA the largest power of two (at most 256) "
+                      "that fits half the GPU's free memory, on the CPU 8."),
+    click.option("--preprocess", type=click.Choice(["exact", "gpu"]), default="exact", show_default=True,
+                 help="exact: Pillow on the CPU, the reference numbers. gpu: JPEG decode (nvJPEG, needs "
+                      "torchvision) and resize on the GPU: much less CPU per image, scores move slightly; "
+                      "falls back to exact with one line where CUDA or torchvision is absent."),
     click.option("--device", default="auto", show_default=True,
                  help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",

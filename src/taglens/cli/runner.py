@@ -59,12 +59,38 @@ class Summary:
                 f"{self.rate:.1f} images/s{skipped}")
 
 
-def engine_options(batch_size: int, workers: int | None, draft: bool, max_pixels: int, max_file_size: int,
+def engine_options(batch_size: int | str, workers: int | None, draft: bool, max_pixels: int, max_file_size: int,
+                   *, device: str = "cpu", preprocess: str = "exact", input_sizes: Sequence[int] = (),
                    **_: Any) -> EngineOptions:
-    """EngineOptions from the values of `runtime_options`."""
+    """EngineOptions from the values of `runtime_options`: ``--batch-size auto`` sized for the
+    device (``input_sizes``: the models' input sides; the default families' when empty), and on
+    CUDA a decode thread per core unless ``--workers`` says otherwise."""
     decode = DecodeOptions(max_pixels=max_pixels, max_bytes=max_file_size, draft=draft)
-    extra = {"workers": workers} if workers else {}
-    return EngineOptions(batch_size=batch_size, decode=decode, **extra)
+    extra: dict[str, Any] = {"workers": workers} if workers else {}
+    on_cuda = _on_cuda(device)
+    if batch_size == "auto":
+        from taglens.engine.gpu_sizing import CPU_BATCH, auto_batch_size
+        from taglens.models.registry import configs
+
+        sizes = list(input_sizes) or [family.input_size for family in configs()]
+        batch_size = auto_batch_size(device, sizes) if on_cuda else CPU_BATCH
+    if on_cuda and not workers:
+        from taglens.engine.gpu_sizing import gpu_decode_workers
+
+        extra["workers"] = gpu_decode_workers()
+    if preprocess == "gpu" and not on_cuda:
+        click.echo("--preprocess gpu: no CUDA GPU for the models; preprocessing the exact way on the CPU", err=True)
+        preprocess = "exact"
+    return EngineOptions(batch_size=int(batch_size), decode=decode, preprocess=preprocess, **extra)
+
+
+def _on_cuda(device: str) -> bool:
+    from taglens.engine.placement import resolve_device
+
+    try:
+        return resolve_device(device).type == "cuda"
+    except ValueError:
+        return False
 
 
 def run_to_sink(

@@ -10,7 +10,9 @@ Two ways to drive it, one behaviour:
 - **on its own model thread** (``background=True``): the HTTP service's requests submit from
   many threads and a lone image waits at most ``max_wait`` for company.
 
-Either way one thread runs every model, one batch at a time, so batches never fight over cores;
+Either way one thread runs every model, so batches never fight over cores. Ready batches leave in
+rounds of at most one per model, whose forward passes are all queued before any result is waited
+for (`taglens.engine.core.run_batches`: on a GPU, no host synchronisation between the models);
 `call` runs any other model work (encoding labels or a search query with the text tower) on that
 same thread between batches. After an out-of-memory error a key's batches are capped at the size
 that fit (see `taglens.engine.core.run_batch`).
@@ -26,7 +28,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from taglens.engine.core import Item, SplitJob, as_split, run_batch
+from taglens.engine.core import BatchResult, Item, SplitJob, as_split, run_batches
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +123,16 @@ class Batcher:
         """Run every batch that is full now, in this thread; returns how many ran."""
         self._check_no_thread()
         ran = 0
-        while (batch := self._take_ready(time.monotonic(), full_only=True)) is not None:
-            self._run(batch)
-            ran += 1
+        while batches := self._take_round(time.monotonic(), full_only=True):
+            self._run_round(batches)
+            ran += len(batches)
         return ran
 
     def flush(self) -> None:
         """Run everything queued, in this thread, oldest batch first."""
         self._check_no_thread()
-        while (batch := self._take_ready(None, full_only=False)) is not None:
-            self._run(batch)
+        while batches := self._take_round(None, full_only=False):
+            self._run_round(batches)
 
     def _check_no_thread(self) -> None:
         if self._thread is not None:
@@ -167,7 +169,10 @@ class Batcher:
             if isinstance(work, tuple):
                 _resolve(*work)
             elif work:
-                self._run(work)
+                with self._cond:
+                    more = self._take_round(time.monotonic(), full_only=False, locked=True,
+                                            taken={work[0].key})
+                self._run_round([work, *more])
 
     def _next_work(self) -> list[Item] | tuple[Future, Callable[[], Any]] | None:
         """Block (holding the lock) until a call or a batch is due; None once closed."""
@@ -190,15 +195,31 @@ class Batcher:
 
     # ---- batches --------------------------------------------------------------------------------
 
-    def _take_ready(self, now: float | None, *, full_only: bool, locked: bool = False) -> list[Item] | None:
+    def _take_round(self, now: float | None, *, full_only: bool, locked: bool = False,
+                    taken: set[Hashable] | None = None) -> list[list[Item]]:
+        """One ready batch per model (oldest first): a round, whose forward passes are queued
+        together (`taglens.engine.core.run_batches`)."""
+        if not locked:
+            with self._cond:
+                return self._take_round(now, full_only=full_only, locked=True, taken=taken)
+        taken = set(taken or ())
+        batches = []
+        while (batch := self._take_ready(now, full_only=full_only, locked=True, exclude=taken)) is not None:
+            if batch:
+                taken.add(batch[0].key)
+                batches.append(batch)
+        return batches
+
+    def _take_ready(self, now: float | None, *, full_only: bool, locked: bool = False,
+                    exclude: set[Hashable] = frozenset()) -> list[Item] | None:  # type: ignore[assignment]
         """The live items of the ready batch whose oldest item came first, taken off its queue.
         ``now=None`` (flush) makes every non-empty queue ready."""
         if not locked:
             with self._cond:
-                return self._take_ready(now, full_only=full_only, locked=True)
+                return self._take_ready(now, full_only=full_only, locked=True, exclude=exclude)
         ready = None
         for key, queue in self._queues.items():
-            if not queue:
+            if not queue or key in exclude:
                 continue
             full = len(queue) >= self._size(key)
             due = (now is None or (not full_only and self.max_wait is not None
@@ -220,12 +241,17 @@ class Batcher:
     def _size(self, key: Hashable) -> int:
         return min(self.max_batch_size, self._caps.get(key, self.max_batch_size))
 
-    def _run(self, items: list[Item]) -> None:
-        if not items:
+    def _run_round(self, batches: list[list[Item]]) -> None:
+        batches = [items for items in batches if items]
+        if not batches:
             return
         started = time.perf_counter()
-        result = run_batch(items)
-        seconds = time.perf_counter() - started
+        results = run_batches(batches)
+        seconds = (time.perf_counter() - started) / len(batches)  # the round's time, shared out
+        for items, result in zip(batches, results):
+            self._settle(items, result, seconds)
+
+    def _settle(self, items: list[Item], result: BatchResult, seconds: float) -> None:
         if result.fits is not None:
             key = items[0].key
             self._caps[key] = min(self._size(key), result.fits)

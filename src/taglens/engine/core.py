@@ -8,6 +8,11 @@ items of one key: the model runs once on them (`run_batch`), then every job turn
 into record fields. What each job gives an item is an `Outcome`: its fields, or the reason it
 failed on that input (a string), so a job that fails leaves the other jobs' fields intact.
 
+Inputs that are uint8 bytes with a lookup table (`taglens.engine.transfer.ImageBytes`) reach a
+job that says ``takes_bytes`` as a `ByteBatch`, normalised on its device; any other job gets the
+same float32 tensor normalised on the host. A job with ``launch`` returns its rows as a
+`Pending` fetch, waited for only after every model of a round is queued (`run_batches`).
+
 When a batch fails, a CUDA (or CPU) out-of-memory error halves it and tries again, so no image is
 lost and the caller learns a size that fits; any other error retries the items one by one and
 reports only the ones that fail alone.
@@ -23,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from taglens.engine import transfer
 
 log = logging.getLogger(__name__)
 
@@ -118,28 +125,62 @@ class BatchResult:
 
 def run_batch(items: Sequence[Item]) -> BatchResult:
     """Run one batch of items of one key: one forward pass, then each job's finish on its rows."""
-    try:
-        return BatchResult(_forward_and_finish(items))
-    except Exception as exc:
-        if len(items) == 1:
-            log.debug("%s failed on one input", items[0].jobs[0].name, exc_info=True)
-            return BatchResult([_failed(items[0], exc)])
-        if is_out_of_memory(exc):
-            _release_cached_memory()
-            half = len(items) // 2
-            first, second = run_batch(items[:half]), run_batch(items[half:])
-            fits = min(x for x in (first.fits, second.fits, half) if x is not None)
-            return BatchResult(first.outcomes + second.outcomes, fits)
-        outcomes: list[tuple[Outcome, ...]] = []
-        for item in items:
-            outcomes += run_batch([item]).outcomes
-        return BatchResult(outcomes)
+    return run_batches([items])[0]
 
 
-def _forward_and_finish(items: Sequence[Item]) -> list[tuple[Outcome, ...]]:
+def run_batches(batches: Sequence[Sequence[Item]]) -> list[BatchResult]:
+    """Run batches of different keys (the models of one round): every forward pass is queued
+    before any result is waited for, so on a GPU the models run back to back with no host
+    synchronisation between them (see `taglens.engine.transfer`); then each batch's jobs finish."""
+    launched = [_launch(items) for items in batches]
+    return [_complete(items, outputs) for items, outputs in zip(batches, launched)]
+
+
+def _launch(items: Sequence[Item]) -> Any:
+    """The lead job's forward pass on the collated batch (a `Pending` where the job has ``launch``),
+    or the exception it raised."""
     lead = items[0].jobs[0]
-    collate: Callable[[list[Any]], Any] = getattr(lead, "collate", np.stack)
-    outputs = lead.forward(collate([item.input for item in items]))
+    inputs = [item.input for item in items]
+    try:
+        collate: Callable[[list[Any]], Any] | None = getattr(lead, "collate", None)
+        if collate is not None:
+            batch = collate(inputs)
+        else:
+            batch = transfer.collate(inputs, takes_bytes=bool(getattr(lead, "takes_bytes", False)))
+        launch = getattr(lead, "launch", None)
+        return launch(batch) if launch is not None else lead.forward(batch)
+    except Exception as exc:
+        return exc
+
+
+def _complete(items: Sequence[Item], launched: Any) -> BatchResult:
+    if not isinstance(launched, BaseException):
+        try:
+            return BatchResult(_finish_all(items, transfer.resolve(launched)))
+        except Exception as exc:
+            launched = exc
+    return _recover(items, launched)
+
+
+def _recover(items: Sequence[Item], exc: Exception) -> BatchResult:
+    """A failed batch: one item gets its reason; out of memory halves the batch; any other error
+    retries the items one by one."""
+    if len(items) == 1:
+        log.debug("%s failed on one input", items[0].jobs[0].name, exc_info=exc)
+        return BatchResult([_failed(items[0], exc)])
+    if is_out_of_memory(exc):
+        _release_cached_memory()
+        half = len(items) // 2
+        first, second = run_batch(items[:half]), run_batch(items[half:])
+        fits = min(x for x in (first.fits, second.fits, half) if x is not None)
+        return BatchResult(first.outcomes + second.outcomes, fits)
+    outcomes: list[tuple[Outcome, ...]] = []
+    for item in items:
+        outcomes += run_batch([item]).outcomes
+    return BatchResult(outcomes)
+
+
+def _finish_all(items: Sequence[Item], outputs: Any) -> list[tuple[Outcome, ...]]:
     if len(outputs) != len(items):
         raise RuntimeError(f"model returned {len(outputs)} rows for {len(items)} inputs")
     # every distinct job finishes the rows of the items that want it, in one call

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from taglens.engine.transfer import ByteBatch, transfer_for
+
 if TYPE_CHECKING:
     import torch
 
@@ -93,10 +95,16 @@ class Placement:
             parameter.requires_grad_(False)
         return module
 
-    def batch(self, pixels: np.ndarray) -> torch.Tensor:
-        """A (B, C, H, W) float32 array as a tensor on the device, in the model's dtype."""
+    def batch(self, pixels: np.ndarray | ByteBatch, *, channels_last: bool = False) -> torch.Tensor:
+        """A (B, C, H, W) float32 array, or a uint8 `ByteBatch` normalised on the device (bit for
+        bit as on the host, see `taglens.engine.transfer`), as a tensor in the model's dtype;
+        ``channels_last`` for a convolutional model kept in that layout (the gather makes it free)."""
         import torch
 
+        if isinstance(pixels, ByteBatch):
+            return transfer_for(self.device).normalised(pixels, channels_last=channels_last).to(self.dtype)
+        if channels_last:
+            return self.batch(pixels).contiguous(memory_format=torch.channels_last)
         tensor = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)

@@ -1,4 +1,5 @@
-"""An input's way to the models: read, hash and decode once, then each distinct transform once.
+"""An input's way to the models: read, hash and decode once, then each distinct transform once
+(up to its uint8 resized image where it has a lookup table: `taglens.engine.transfer`).
 
 `prepare_source` never raises: a bad file comes back as a `Prepared` whose record carries the
 reason, so the run goes on. It runs in the engine's decode threads, in the Ray job's CPU tasks
@@ -44,10 +45,19 @@ class Transform(Protocol):
 
 @dataclass
 class Prepared:
-    """A source after the decode threads: a record (with error, or file facts) and tensors."""
+    """A source after the decode threads: a record (with error, or file facts) and each
+    transform's input (`ImageBytes`, or a float32 array for a transform without a table)."""
 
     record: Record
-    arrays: dict[Hashable, np.ndarray] | None = None
+    arrays: dict[Hashable, Any] | None = None
+
+
+def apply_transform(transform: Transform, image: Image.Image) -> Any:
+    """A lookup-table transform stops at its uint8 image (`ImageBytes`: normalised later, on the
+    model's device, bit for bit as here); any other transform (transformers' processors with
+    steps of their own) gives its float32 tensor."""
+    to_bytes = getattr(transform, "to_bytes", None)
+    return to_bytes(image) if to_bytes is not None else transform(image)
 
 
 def job_transforms(jobs: Sequence[Any], decode: DecodeOptions) -> tuple[list[Transform], DecodeOptions]:
@@ -78,15 +88,11 @@ def prepare_source(
         if isinstance(source, (Image.Image, np.ndarray)):
             decoded = decode(source, options, name=name)
         else:
-            data = _read(source, options, name, facts)
-            if hash_files:
-                facts["sha256"] = content_hash(data)
-                if skip is not None and skip(facts["sha256"]):
-                    return Prepared(Record(path=name, **facts))
-            if len(data) > options.max_bytes:
-                raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
+            data = read_bytes(source, options, name, facts, hash_files)
+            if skip is not None and "sha256" in facts and skip(facts["sha256"]):
+                return Prepared(Record(path=name, **facts))
             decoded = decode_bytes(data, options, name=name)
-        arrays = {t: t(decoded.image) for t in transforms}
+        arrays = {t: apply_transform(t, decoded.image) for t in transforms}
     except ImageDecodeError as exc:
         return Prepared(Record(path=name, error=exc.reason, **facts))
     except Exception as exc:  # a bug or an exotic failure in a transform must not stop the run
@@ -100,18 +106,24 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read(source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any]) -> bytes:
-    """A source's bytes, read once; ``facts`` gets its size (and a file's mtime)."""
+def read_bytes(source: ImageSource, options: DecodeOptions, name: str, facts: dict[str, Any],
+               hash_files: bool) -> bytes:
+    """A source's bytes (a path, bytes or a file object), read once; its size, a file's mtime and,
+    with ``hash_files``, its sha256 go into ``facts``. Over ``options.max_bytes`` raises."""
     if isinstance(source, (str, os.PathLike)):
         try:
             st = os.stat(source)
-            facts.update(size=st.st_size, mtime=st.st_mtime)
+            facts.update(size=st.st_size, mtime=st.st_mtime)  # what the library's walk compares
         except OSError:
             pass  # read_source_bytes gives the precise reason
-        return read_source_bytes(source, options, name)
-    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = read_source_bytes(source, options, name)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
         data = read_source_bytes(source, options, name)
-    facts["size"] = len(data)
+    facts.setdefault("size", len(data))
+    if hash_files:
+        facts["sha256"] = content_hash(data)
+    if len(data) > options.max_bytes:
+        raise ImageDecodeError(name, f"file too large: {len(data)} bytes, limit {options.max_bytes}")
     return data

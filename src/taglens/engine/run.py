@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -27,9 +28,12 @@ from typing import Any
 
 from taglens.engine.batcher import Batcher, BatchHook
 from taglens.engine.core import Outcome, as_split
+from taglens.engine.device_preprocess import MODES, prepare_on_device, unavailable
 from taglens.engine.prepare import Prepared, Transform, job_transforms, prepare_source
 from taglens.io.decode import DecodeOptions, ImageSource
 from taglens.records import Record
+
+log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
@@ -47,6 +51,9 @@ class EngineOptions:
     prefetch: int | None = None
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     hash_files: bool = True
+    preprocess: str = "exact"
+    """``exact`` (Pillow on the CPU, the reference numbers) or ``gpu`` (JPEG decode and resize on
+    the models' GPU, see `taglens.engine.device_preprocess`; offline runs only)."""
 
     @property
     def lookahead(self) -> int:
@@ -110,8 +117,11 @@ class Engine:
         groups = groups_of(jobs)
         transforms, decode = job_transforms(jobs, self.options.decode)
         hash_files = self.options.hash_files
+        device = _fast_preprocess_device(self.options.preprocess, jobs, transforms)
 
         def prepare(source: ImageSource) -> Prepared:
+            if device is not None:
+                return prepare_on_device(source, transforms, decode, device, hash_files=hash_files, skip=skip)
             return prepare_source(source, transforms, decode, hash_files=hash_files, skip=skip)
 
         waiting: deque[tuple[Prepared, list[Future]]] = deque()
@@ -198,6 +208,22 @@ def run_prepared(prepared: Sequence[Prepared], jobs: Sequence[Any]) -> list[Reco
     """`Engine.run_prepared` with a batch as large as ``prepared``."""
     with Engine(EngineOptions(batch_size=max(1, len(prepared)), workers=1)) as engine:
         return engine.run_prepared(prepared, jobs)
+
+
+def _fast_preprocess_device(mode: str, jobs: Sequence[Any], transforms: Sequence[Transform]) -> Any:
+    """The device for ``--preprocess gpu`` (None: the exact path, with one warning if it was asked for)."""
+    if mode not in MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "exact":
+        return None
+    devices = {str(p.device): p.device for job in jobs
+               if (p := getattr(as_split(job).forward_key, "placement", None)) is not None}
+    device = next(iter(devices.values()), None) if len(devices) == 1 else None
+    reason = unavailable(device, transforms) if device is not None else "the models are not on one device"
+    if reason is not None:
+        log.warning("--preprocess gpu: %s; preprocessing the exact way on the CPU", reason)
+        return None
+    return device
 
 
 def _done_in_order(waiting: deque[tuple[Prepared, list[Future]]], groups: Sequence[Group]) -> Iterator[Record]:

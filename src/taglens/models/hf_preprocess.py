@@ -30,6 +30,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from taglens.engine.transfer import ImageBytes
 from taglens.errors import CheckpointError
 
 # Where a shortest-edge resize before a centre crop would make an image of more pixels than this
@@ -147,9 +148,12 @@ class HfImageTransform:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """RGB image -> (3, H, W) float32, identical to the checkpoint's own image processor."""
-        pixels = np.asarray(self.resize(image))
-        table = self._table
-        return np.stack([table[c][pixels[:, :, c]] for c in range(3)])
+        return self.to_bytes(image).normalised()
+
+    def to_bytes(self, image: Image.Image) -> ImageBytes:
+        """Steps 1 and 2 only: the uint8 image and the table for step 3 (which then runs on the
+        model's device, see `taglens.engine.transfer`)."""
+        return ImageBytes(np.asarray(self.resize(image)), self.table)
 
     def _resize_shortest_edge(self, image: Image.Image) -> Image.Image:
         w, h = image.size
@@ -166,7 +170,7 @@ class HfImageTransform:
         return image.resize((new_w, new_h), self.resample)
 
     @cached_property
-    def _table(self) -> np.ndarray:
+    def table(self) -> np.ndarray:
         """(3, 256) float32: the rescale + normalise arithmetic for every possible byte value."""
         values = np.arange(256, dtype=np.float64)
         if self.rescale_factor is not None:

@@ -50,6 +50,7 @@ from PIL import Image
 
 from taglens.engine import EngineOptions, run
 from taglens.engine.placement import CompiledForward, Placement
+from taglens.engine.transfer import ImageBytes, Pending, fetch
 from taglens.io.decode import ImageSource, is_single_source
 from taglens.models.hub import resolve_model
 from taglens.models.registry import FamilyConfig
@@ -96,9 +97,12 @@ class JoyTagTransform:
     std: tuple[float, float, float] = CLIP_STD
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = np.asarray(self.pad_and_resize(image))  # (S, S, 3) uint8
-        table = self._table
-        return np.stack([table[c][pixels[:, :, c]] for c in range(3)])
+        return self.to_bytes(image).normalised()
+
+    def to_bytes(self, image: Image.Image) -> ImageBytes:
+        """Steps 1 and 2 only: the (S, S, 3) uint8 square and the table for step 3 (which then
+        runs on the model's device, see `taglens.engine.transfer`)."""
+        return ImageBytes(np.asarray(self.pad_and_resize(image)), self.table)
 
     def pad_and_resize(self, image: Image.Image) -> Image.Image:
         """Steps 1 and 2: the white square, resized to ``input_size`` (uint8 RGB)."""
@@ -121,8 +125,9 @@ class JoyTagTransform:
         return square
 
     @cached_property
-    def _table(self) -> np.ndarray:
-        """(3, 256) float32: ``(float32(v) / 255 - mean) / std`` for every byte value ``v``."""
+    def table(self) -> np.ndarray:
+        """(3, 256) float32: ``(float32(v) / 255 - mean) / std`` for every byte value ``v`` (the
+        reference's ``pil_to_tensor(image) / 255.0`` then ``Normalize``, in float32)."""
         scaled = np.arange(256, dtype=np.float32) / np.float32(255.0)
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
@@ -214,12 +219,17 @@ class Tagger:
         return cls(network, tags, placement=placement, model_id=resolved.model_id, revision=resolved.revision)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
-        """(B, 3, S, S) float32 preprocessed pixels -> (B, n_tags) float32 sigmoid scores."""
+        """(B, 3, S, S) float32 preprocessed pixels (or a uint8 `ByteBatch`) -> (B, n_tags) float32
+        sigmoid scores."""
+        return self.launch_scores(pixels).result()
+
+    def launch_scores(self, pixels: Any) -> Pending:
+        """`scores`, queued on the device; the host waits only at ``.result()``."""
         import torch
 
         with torch.inference_mode():
-            logits = self._forward(self.placement.batch(pixels)).float()
-            return torch.sigmoid(logits).cpu().numpy()
+            logits = self._forward(self.placement.batch(pixels, channels_last=True)).float()
+            return fetch(torch.sigmoid(logits))
 
     def compile(self) -> None:
         """Compile the forward pass with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
@@ -279,9 +289,16 @@ class TagJob:
         """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
         return self.tagger
 
+    takes_bytes = True
+    """Its inputs may come as uint8 `ByteBatch`es, normalised on the model's device."""
+
     def forward(self, pixels: np.ndarray) -> np.ndarray:
         """The model's part, shared by every selection: (B, C, S, S) -> (B, n_tags) scores."""
         return self.tagger.scores(pixels)
+
+    def launch(self, pixels: Any) -> Pending:
+        """`forward` queued on the device (the engine waits for it after every model's pass)."""
+        return self.tagger.launch_scores(pixels)
 
     def finish(self, scores: np.ndarray) -> list[dict[str, Any]]:
         """This job's part: each row of `forward`'s scores -> its record fields."""

@@ -78,6 +78,7 @@ import numpy as np
 
 from taglens.engine import EngineOptions, run
 from taglens.engine.placement import CompiledForward, Placement
+from taglens.engine.transfer import Pending, fetch
 from taglens.errors import CheckpointError, ImageDecodeError, LabelsError, PromptTruncatedWarning
 from taglens.io.decode import ImageSource
 from taglens.models.hf_loading import load_strict
@@ -137,12 +138,17 @@ class ImageTextModel:
     """The image tower compiled by `compile`, else None (eager)."""
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """(B, 3, H, W) float32 from `transform` -> (B, D) float32, L2-normalised."""
+        """(B, 3, H, W) float32 from `transform` (or a uint8 `ByteBatch`) -> (B, D) float32,
+        L2-normalised."""
+        return self.launch_images(pixels).result()
+
+    def launch_images(self, pixels: Any) -> Pending:
+        """`encode_images`, queued on the device; the host waits only at ``.result()``."""
         import torch
 
         forward = self.compiled or self._image_features
         with torch.inference_mode():
-            return _normalise(forward(self.placement.batch(pixels)))
+            return fetch(forward(self.placement.batch(pixels)).detach().float(), _unit_rows)
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixels).pooler_output
@@ -286,7 +292,10 @@ def checkpoint_kind(resolved: ResolvedModel) -> Kind:
 
 def _normalise(features: torch.Tensor) -> np.ndarray:
     """float32 L2 normalisation (the features leave the model's dtype first)."""
-    array = features.detach().float().cpu().numpy()
+    return _unit_rows(features.detach().float().cpu().numpy())
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(array, axis=-1, keepdims=True)
     return (array / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
 
@@ -465,9 +474,16 @@ class ImageTextJob:
         """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
         return self.model
 
+    takes_bytes = True
+    """Its inputs may come as uint8 `ByteBatch`es, normalised on the model's device."""
+
     def forward(self, pixels: np.ndarray) -> np.ndarray:
         """The model's part, shared by every label set: (B, C, H, W) -> (B, D) unit embeddings."""
         return self.model.encode_images(pixels)
+
+    def launch(self, pixels: Any) -> Pending:
+        """`forward` queued on the device (the engine waits for it after every model's pass)."""
+        return self.model.launch_images(pixels)
 
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
         return self.finish(self.forward(pixels))

@@ -38,6 +38,7 @@ import numpy as np
 
 from taglens.engine import EngineOptions, run
 from taglens.engine.placement import CompiledForward, Placement
+from taglens.engine.transfer import Pending, fetch
 from taglens.errors import CheckpointError, UnknownLabelError
 from taglens.io.decode import ImageSource, is_single_source
 from taglens.models.hf_loading import load_strict
@@ -170,12 +171,18 @@ class ImageClassifier:
         )
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """(B, C, H, W) float32 preprocessed pixels -> (B, L) float32 logits."""
+        """(B, C, H, W) float32 preprocessed pixels (or a uint8 `ByteBatch`) -> (B, L) float32 logits."""
+        return self._launch(pixels, None).result()
+
+    def _launch(self, pixels: Any, then: Any) -> Pending:
         import torch
 
         with torch.inference_mode():
-            out = (self.compiled or self._logits)(self.placement.batch(pixels))
-        return out.float().cpu().numpy()
+            return fetch((self.compiled or self._logits)(self.placement.batch(pixels)).float(), then)
+
+    def launch_scores(self, pixels: Any) -> Pending:
+        """`scores`, queued on the device; the host waits only at ``.result()``."""
+        return self._launch(pixels, lambda logits: probabilities(logits, self.activation))
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixels).logits
@@ -262,9 +269,16 @@ class NsfwJob:
         """Jobs with the same key share one forward pass (see `forward` / `finish`)."""
         return self.classifier
 
+    takes_bytes = True
+    """Its inputs may come as uint8 `ByteBatch`es, normalised on the model's device."""
+
     def forward(self, pixels: np.ndarray) -> np.ndarray:
         """The model's part, shared by every positive label and threshold: (B, C, H, W) -> (B, L)."""
         return self.classifier.scores(pixels)
+
+    def launch(self, pixels: Any) -> Pending:
+        """`forward` queued on the device (the engine waits for it after every model's pass)."""
+        return self.classifier.launch_scores(pixels)
 
     def finish(self, scores: np.ndarray) -> list[dict[str, Any]]:
         """This job's part: each row of `forward`'s scores -> its `NsfwResult`."""
