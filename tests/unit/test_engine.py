@@ -185,3 +185,33 @@ def test_torch_out_of_memory_errors_halve_the_batch_too():
     records = list(run([photo(seed=i) for i in range(4)], [SelectionJob(model, "width", 0.0)],
                        EngineOptions(batch_size=4)))
     assert all(r.error is None for r in records) and model.batches == [1, 1, 1, 1]
+
+
+def test_jobs_made_by_a_function_are_made_only_when_an_image_needs_them(image_dir):
+    paths = sorted(str(p) for p in image_dir.rglob("*") if p.is_file() and p.name != "broken.jpg")
+    made = []
+
+    def make():
+        made.append(1)
+        return [MeanJob()]
+
+    skipped = list(run(paths, make, EngineOptions(batch_size=2, workers=2), skip=lambda sha256: True))
+    assert made == [] and all(r.sha256 and r.width is None and r.error is None for r in skipped)
+
+    first = {}
+    records = list(run(paths, make, EngineOptions(batch_size=2, workers=2),
+                       skip=lambda sha256: first.setdefault("sha", sha256) != sha256))
+    assert made == [1]  # once, though two decode threads asked
+    assert [r.mtime is not None and r.width is not None for r in records].count(True) == 1
+    eager = list(run(paths[:1], [MeanJob()], EngineOptions(batch_size=2, workers=1)))
+    assert records[0].mtime == pytest.approx(eager[0].mtime)
+
+
+def test_a_failure_making_the_jobs_is_the_callers_not_an_error_record(image_dir):
+    paths = sorted(str(p) for p in image_dir.rglob("*") if p.is_file())
+
+    def make():
+        raise OSError("the model folder is gone")
+
+    with pytest.raises(OSError, match="the model folder is gone"):
+        list(run(paths, make, EngineOptions(batch_size=2, workers=2), skip=lambda sha256: False))

@@ -76,29 +76,43 @@ def prepare_source(
     *,
     hash_files: bool = True,
     skip: Callable[[str], bool] | None = None,
+    then: Callable[[], tuple[Sequence[Transform], DecodeOptions]] | None = None,
 ) -> Prepared:
-    """Read, hash and decode one source, then apply each transform. Never raises.
+    """Read, hash and decode one source, then apply each transform. Never raises, but for ``then``.
 
     ``skip(sha256)`` is asked once a source's bytes are read and hashed: True files it without
     decoding (the library, for bytes it holds already); its record then has the file facts only
-    (``sha256``, ``size``, ``mtime``: no error, no ``width``, no job fields) and no tensors."""
+    (``sha256``, ``size``, ``mtime``: no error, no ``width``, no job fields) and no tensors.
+    ``then()``, when given, is called after that to get the transforms and decode options (the
+    engine's lazily made jobs: loading the models only for a source that needs them); what it
+    raises is the caller's."""
     name = describe_source(source)
     facts: dict[str, Any] = {}
+    data: bytes | None = None
     try:
-        if isinstance(source, (Image.Image, np.ndarray)):
-            decoded = decode(source, options, name=name)
-        else:
+        if not isinstance(source, (Image.Image, np.ndarray)):
             data = read_bytes(source, options, name, facts, hash_files)
             if skip is not None and "sha256" in facts and skip(facts["sha256"]):
                 return Prepared(Record(path=name, **facts))
-            decoded = decode_bytes(data, options, name=name)
+    except Exception as exc:
+        return _failed(name, exc, facts)
+    if then is not None:
+        transforms, options = then()
+    try:
+        decoded = decode(source, options, name=name) if data is None else decode_bytes(data, options, name=name)
         arrays = {t: apply_transform(t, decoded.image) for t in transforms}
-    except ImageDecodeError as exc:
-        return Prepared(Record(path=name, error=exc.reason, **facts))
-    except Exception as exc:  # a bug or an exotic failure in a transform must not stop the run
-        log.exception("preprocessing failed for %s", name)
-        return Prepared(Record(path=name, error=f"preprocessing failed ({type(exc).__name__}: {exc})", **facts))
+    except Exception as exc:
+        return _failed(name, exc, facts)
     return Prepared(Record(path=name, width=decoded.width, height=decoded.height, **facts), arrays)
+
+
+def _failed(name: str, exc: Exception, facts: dict[str, Any]) -> Prepared:
+    """The error record of a source: its decode error, or a bug or an exotic failure in a
+    transform, which must not stop the run."""
+    if isinstance(exc, ImageDecodeError):
+        return Prepared(Record(path=name, error=exc.reason, **facts))
+    log.error("preprocessing failed for %s", name, exc_info=exc)
+    return Prepared(Record(path=name, error=f"preprocessing failed ({type(exc).__name__}: {exc})", **facts))
 
 
 def content_hash(data: bytes) -> str:

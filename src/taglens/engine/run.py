@@ -109,30 +109,37 @@ class Engine:
 
     # ---- offline: an iterable in, records out in order --------------------------------------------
 
-    def records(self, sources: Iterable[ImageSource], jobs: Sequence[Any], *,
+    def records(self, sources: Iterable[ImageSource], jobs: Sequence[Any] | Callable[[], Sequence[Any]], *,
                 skip: Callable[[str], bool] | None = None) -> Iterator[Record]:
         """One `Record` per source, in order, with every job's fields (or an error). ``skip``
         (sha256 -> bool, asked in the decode threads) files a source without decoding it: see
-        `taglens.engine.prepare.prepare_source`."""
-        groups = groups_of(jobs)
-        transforms, decode = job_transforms(jobs, self.options.decode)
+        `taglens.engine.prepare.prepare_source`. ``jobs`` may be a function making them: it is called
+        the first time a source needs the models, so a run whose every source is skipped (an index
+        of renamed files) loads none."""
+        setup = _Setup(jobs, self.options)
         hash_files = self.options.hash_files
-        device = _fast_preprocess_device(self.options.preprocess, jobs, transforms)
+        if not callable(jobs):
+            setup()
 
         def prepare(source: ImageSource) -> Prepared:
+            if not setup.ready:
+                return prepare_source(source, (), self.options.decode, hash_files=hash_files, skip=skip,
+                                      then=lambda: setup()[1:3])
+            groups, transforms, decode, device = setup()
             if device is not None:
                 return prepare_on_device(source, transforms, decode, device, hash_files=hash_files, skip=skip)
             return prepare_source(source, transforms, decode, hash_files=hash_files, skip=skip)
 
         waiting: deque[tuple[Prepared, list[Future]]] = deque()
         for prepared in _ordered_map(self.pool, prepare, sources, self.options.lookahead):
+            groups = setup()[0] if setup.ready else ()  # a prepared image means the jobs are made
             waiting.append((prepared, self._submit_prepared(prepared, groups)))
             self.batcher.run_full()
             if len(waiting) > self.options.lookahead + self.options.batch_size:
                 self.batcher.flush()  # a bound on memory, whatever the mix of errors and images
             yield from _done_in_order(waiting, groups)
         self.batcher.flush()
-        yield from _done_in_order(waiting, groups)
+        yield from _done_in_order(waiting, setup()[0] if setup.ready else ())
 
     def run_prepared(self, prepared: Sequence[Prepared], jobs: Sequence[Any]) -> list[Record]:
         """The models' half of `records` for sources prepared elsewhere (the Ray job's CPU tasks)."""
@@ -190,10 +197,33 @@ class Engine:
         return items
 
 
-def run(sources: Iterable[ImageSource], jobs: Sequence[Any], options: EngineOptions | None = None, *,
-        skip: Callable[[str], bool] | None = None) -> Iterator[Record]:
-    """Yield one `Record` per source, in order, with every job's fields (or an error); ``skip``:
-    see `Engine.records`."""
+class _Setup:
+    """What `Engine.records` needs from its jobs (groups, transforms, decode options, the fast
+    preprocessing device), made once, on first need, by whichever thread needs it first."""
+
+    def __init__(self, jobs: Sequence[Any] | Callable[[], Sequence[Any]], options: EngineOptions):
+        self._jobs, self._options = jobs, options
+        self._lock = threading.Lock()
+        self._value: tuple[list[Group], list[Transform], DecodeOptions, Any] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._value is not None
+
+    def __call__(self) -> tuple[list[Group], list[Transform], DecodeOptions, Any]:
+        with self._lock:
+            if self._value is None:
+                jobs = list(self._jobs() if callable(self._jobs) else self._jobs)
+                transforms, decode = job_transforms(jobs, self._options.decode)
+                device = _fast_preprocess_device(self._options.preprocess, jobs, transforms)
+                self._value = (groups_of(jobs), transforms, decode, device)
+            return self._value
+
+
+def run(sources: Iterable[ImageSource], jobs: Sequence[Any] | Callable[[], Sequence[Any]],
+        options: EngineOptions | None = None, *, skip: Callable[[str], bool] | None = None) -> Iterator[Record]:
+    """Yield one `Record` per source, in order, with every job's fields (or an error); ``jobs`` (a
+    function making them, too) and ``skip``: see `Engine.records`."""
     options = options or EngineOptions()
     if options.batch_size < 1:
         raise ValueError("batch_size must be at least 1")

@@ -15,6 +15,8 @@ and a new model at once) goes through every model; results already stored are ke
 
 from __future__ import annotations
 
+import functools
+
 import os
 import sqlite3
 import threading
@@ -71,8 +73,8 @@ def index(
         report.loaded += [task for task in chosen if task not in report.loaded]
         return [sources[task].job() for task in chosen]
 
-    if plan.changed:
-        _Pass(lib, model_ids, options, report, on_record).run(plan.changed, jobs_for(model_ids))
+    if plan.changed:  # the models load only if a changed file holds bytes the library lacks
+        _Pass(lib, model_ids, options, report, on_record).run(plan.changed, functools.cache(lambda: jobs_for(model_ids)))
     for tasks, group in sorted(plan.missing.items(), key=lambda kv: sorted(kv[0])):
         _compute_missing(lib, group, jobs_for(tasks), {t: model_ids[t] for t in tasks}, options, report, on_record)
     with db.transaction(lib.conn):
@@ -115,7 +117,8 @@ class _Pass:
             self.claimed.add(sha256)
             return False
 
-    def run(self, paths: list[str], jobs: list) -> None:
+    def run(self, paths: list[str], jobs: Callable[[], list]) -> None:
+        """``jobs`` makes the jobs (loading the models) the first time a file needs them."""
         pending: list[Record] = []
 
         def commit() -> None:
@@ -140,7 +143,7 @@ class _Pass:
         late = [r.path for copies in self.waiting.values() for r in copies]
         if late:  # the file first holding their bytes vanished unstored: compute the copies themselves
             self.waiting.clear()
-            _compute_missing(self.lib, [], jobs, self.model_ids, self.options, self.report, self.on_record,
+            _compute_missing(self.lib, [], jobs(), self.model_ids, self.options, self.report, self.on_record,
                              paths=late)
 
     def file(self, record: Record) -> None:

@@ -138,6 +138,7 @@ def test_renamed_and_moved_files_keep_their_results_without_recomputing(lib, pho
     os.rename(photos / "img004.png", photos / "sub" / "moved.png")
     report = lib.index([photos], sources, options=OPTIONS)
     assert calls(jobs) == {"tag": 0, "nsfw": 0, "embed": 0} and counters["decode"] == []
+    assert report.loaded == []  # every changed file's bytes were known: no model was even loaded
     assert report.reused == 2 and report.deleted == 2
     new = rows(lib)
     assert new[str(photos / "renamed.png")]["content"] == old[str(photos / "img000.png")]["content"]
