@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from taglens.engine import threads
 from taglens.engine.batcher import Batcher, BatchHook
 from taglens.engine.core import Outcome, as_split
 from taglens.engine.prepare import Prepared, Transform, job_transforms, prepare_source
@@ -33,8 +34,11 @@ from taglens.records import Record
 
 
 def default_workers() -> int:
-    """Decode threads: one per core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Decode threads by `taglens.engine.threads.size_threads`, for a CUDA GPU when torch (already
+    imported: the models are loaded) sees one, else for the CPU."""
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and torch.cuda.is_available()
+    return threads.sizing("cuda" if cuda else "cpu").decode_workers
 
 
 @dataclass(frozen=True)
