@@ -8,8 +8,9 @@ machine slows both alike), best of a few repetitions, in well under a second:
   AMD CPUs)? The oneDNN route is chosen only where it is at least 5% faster on the model's own
   layer shapes and its outputs are within 1e-5 (relative to the largest output) of the default's,
   so a oneDNN set to compute float32 in bfloat16 or TF32 is never chosen.
-- `int8_offer`: is dynamic int8 faster than bfloat16 here (on typical ViT layer shapes)? int8
-  is offered only where it is at least 5% faster.
+- `int8_offer`: is dynamic int8 faster than bfloat16 here (on typical ViT layer shapes, at least
+  5%)? ``--dtype int8`` runs either way (it was asked for); where it is not faster, loading a
+  model says so on one warning line (`taglens.engine.placement`).
 
 Decisions are kept in ``cpu-routes.json`` in taglens's user cache folder (``$TAGLENS_CACHE_DIR``
 when set), keyed by the CPU (model name and feature flags), torch's version, its thread count
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import platform
@@ -39,8 +39,6 @@ import torch
 import torch.nn.functional as F
 
 from taglens.engine.cpu_routes import onednn_linear, pack_weight, quantize_int8
-
-log = logging.getLogger(__name__)
 
 ROUTE_ENV = "TAGLENS_FLOAT32_ROUTE"
 ROUTE_CHOICES = ("auto", "probe", "default", "onednn")
