@@ -95,7 +95,7 @@ verbose_option = click.option(
     help="Say on stderr how the models run (e.g. the matmul route chosen for this CPU).")
 
 dtype_help = ("Model precision. float32: the reference numbers; bfloat16, float16 and int8 (CPU only, "
-              "dynamic int8 Linear layers) are faster and move scores (docs/analyze.md).")
+              "dynamic int8 Linear layers) are faster and move scores.")
 
 runtime_options = stack(
     click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True,
@@ -107,7 +107,7 @@ runtime_options = stack(
                  help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative, "
                       "not measured here). Off: IEEE float32, the reference numbers."),
     click.option("--workers", type=click.IntRange(min=1), default=None,
-                 help="Decode threads (default: sized with torch's threads, see docs/analyze.md)."),
+                 help="Decode threads (default: a quarter of the cores on a CPU, 1-4; min(4, cores) on a GPU)."),
     click.option("--draft/--no-draft", default=False, show_default=True,
                  help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
                       "but moves the scores. Off: a full decode, the reference numbers."),

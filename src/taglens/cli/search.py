@@ -32,7 +32,7 @@ from taglens.engine.placement import DTYPES
 @library_option
 @click.option("--device", default="auto", show_default=True, help="Where the text/image embedder runs.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32",
-              show_default=True, help="Embedder precision (int8: CPU only, docs/analyze.md).")
+              show_default=True, help="Embedder precision (int8: CPU only, faster, moves scores).")
 @verbose_option
 def search(query: tuple[str, ...], images: tuple[str, ...], minus: tuple[str, ...], minus_images: tuple[str, ...],
            tags: tuple[str, ...], no_tags: tuple[str, ...], max_nsfw: float | None, min_score: float | None,

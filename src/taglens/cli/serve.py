@@ -40,7 +40,7 @@ MiB = 1024 * 1024
               help=f"Image classifier for nsfw (default: the library's, else {registry.for_task('nsfw').hub_id}).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32",
-              show_default=True, help="Model precision (int8: CPU only, docs/analyze.md).")
+              show_default=True, help="Model precision (int8: CPU only, faster, moves scores).")
 @verbose_option
 @click.option("--tf32", is_flag=True,
               help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative).")
@@ -68,7 +68,7 @@ MiB = 1024 * 1024
 @click.option("--body-timeout", "body_timeout_s", type=Number(min=0.001), default=30.0, show_default=True,
               help="Seconds a client has to send its request body (408 beyond).")
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
-              help="Decode threads (default: sized with torch's threads, see docs/analyze.md).")
+              help="Decode threads (default: a quarter of the cores on a CPU, 1-4; min(4, cores) on a GPU).")
 @click.option("--draft/--no-draft", default=False, show_default=True,
               help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
                    "but moves the scores. Off: a full decode, the reference numbers.")
