@@ -131,3 +131,17 @@ def test_int8_is_for_the_cpu_only():
 
     with pytest.raises(ValueError, match="CPU only"):
         Placement.resolve(torch.device("cuda"), "int8")
+
+
+def test_int8_where_bfloat16_is_faster_says_so_once_and_runs(checkpoints, monkeypatch, caplog):
+    from taglens.engine import placement
+
+    slower = cpu_probe.Decision("bfloat16", {"int8": 9.0, "bfloat16": 4.0}, None, "measured")
+    monkeypatch.setattr(cpu_probe, "int8_offer", lambda: slower)
+    placement._say_int8_is_slower.cache_clear()
+    with caplog.at_level("WARNING", logger="taglens"):
+        first, _ = load("vit", checkpoints, dtype="int8")
+        load("joytag", checkpoints, dtype="int8")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "int8 is not faster than bfloat16" in warnings[0] and "--dtype bfloat16" in warnings[0]
+    assert first.matmul_route.startswith("dynamic int8")

@@ -22,6 +22,7 @@ configurations (and the commands that only show them) load without it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,8 +130,7 @@ class Placement:
         if self.int8:
             offer = cpu_probe.int8_offer()
             if offer.chosen != "int8":
-                log.warning("int8 is not faster than bfloat16 on this CPU (%s): --dtype bfloat16 is the "
-                            "faster approximate mode here", offer.line())
+                _say_int8_is_slower(offer.line())
             count = sum(cpu_routes.linear_shapes(module).values())
             cpu_routes.quantize_int8(module)
             return f"dynamic int8 ({count} Linear layers; vs bfloat16: {offer.line()})"
@@ -153,6 +153,13 @@ class Placement:
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.dtype)
+
+
+@functools.cache
+def _say_int8_is_slower(why: str) -> None:
+    """Once per process, however many models load in int8."""
+    log.warning("int8 is not faster than bfloat16 on this CPU (%s): --dtype bfloat16 is the faster "
+                "approximate mode here", why)
 
 
 class CompiledForward:
