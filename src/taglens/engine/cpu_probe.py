@@ -92,7 +92,10 @@ def float32_route(shapes: Shapes) -> Decision:
     if precision not in ("ieee", "none"):
         return Decision("default", {}, None, f"oneDNN float32 matmuls are set to {precision}")
     key = "float32 " + ",".join(f"{i}x{o}*{n}" for (i, o), n in sorted(shapes.items()))
-    return _cached(key, lambda: _probe_float32(shapes), refresh=forced == "probe")
+    try:
+        return _cached(key, lambda: _probe_float32(shapes), refresh=forced == "probe")
+    except RuntimeError as exc:  # a build or CPU whose oneDNN lacks the op: the default route
+        return Decision("default", {}, None, f"oneDNN Linear failed here: {str(exc).splitlines()[0]}")
 
 
 def int8_offer() -> Decision:
