@@ -20,8 +20,9 @@ Rows, all on the same JPEG files in one process:
   the old default), bfloat16 and int8; optionally ``--compile`` (compile time printed apart).
 
 The rows take turns, ``--repeats`` times (interleaved repetitions: a machine shared with other
-work slows every row alike), and each row's best repetition is kept. Keep the run short on a small
-machine: the defaults take ~4-6 minutes on 2 cores.
+work slows every row alike, which matters on this project's 2-core machine shared with other
+work), and each row's best repetition is kept. The defaults (4 images, batch 4, 2 repetitions)
+took 11.8 minutes there under load, most of it loading four sets of full-size models.
 
 Columns: images/s and its ratio to the seed cards; the matmul route the models' Linear layers took
 and that route's peak (GFLOP/s of a 2048^3 product through it, measured here); model GFLOP/s = the
@@ -30,8 +31,8 @@ models, and its share of the route's peak; the largest tag / label / NSFW
 score difference from the seed cards, and the lowest embedding cosine to taglens float32 (torch's
 default route).
 
-    python benchmarks/pipeline.py                      # ~5 minutes on 2 cores
-    python benchmarks/pipeline.py --images 4 --repeats 1
+    python benchmarks/pipeline.py                      # ~12 minutes on 2 shared cores
+    python benchmarks/pipeline.py --images 2 --batch 2 --repeats 1
 """
 
 from __future__ import annotations
@@ -268,8 +269,8 @@ def time_row(row: Row, paths: Sequence[str]) -> list[Record]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=8, help="JPEGs (1024x768) per row")
-    parser.add_argument("--batch", type=int, default=8, help="taglens batch size")
+    parser.add_argument("--images", type=int, default=4, help="JPEGs (1024x768) per row")
+    parser.add_argument("--batch", type=int, default=4, help="taglens batch size")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of every row")
     parser.add_argument("--compile", action="store_true", help="add a float32 --compile row (minutes)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
