@@ -145,3 +145,16 @@ def test_int8_where_bfloat16_is_faster_says_so_once_and_runs(checkpoints, monkey
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "int8 is not faster than bfloat16" in warnings[0] and "--dtype bfloat16" in warnings[0]
     assert first.matmul_route.startswith("dynamic int8")
+
+
+@pytest.mark.parametrize("family", ["joytag", "vit"])
+def test_compile_puts_the_plain_linear_layers_back_first(family, checkpoints, monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "onednn")
+    if family == "joytag":
+        owner = joytag.Tagger.from_pretrained(checkpoints["joytag"], device="cpu")
+    else:
+        owner = vit_classifier.ImageClassifier.from_pretrained(checkpoints["vit"], device="cpu")
+    assert any(isinstance(m, cpu_routes.OneDnnLinear) for m in owner.model.modules())
+    owner.compile()  # torch.compile is lazy: nothing compiles until the first batch
+    assert not any(isinstance(m, cpu_routes.OneDnnLinear) for m in owner.model.modules())
+    assert owner.model.matmul_route == "torch.compile (inductor)"
