@@ -314,6 +314,8 @@ def main() -> None:
 
     seed_out = None
     for repeat in range(args.repeats):
+        if repeat:  # the peaks take turns with the rows too: each route's best over the run
+            peaks = {name: max(peaks[name], value) for name, value in route_peaks().items()}
         start = time.perf_counter()
         seed_out = seed(paths)
         elapsed = time.perf_counter() - start
@@ -329,6 +331,7 @@ def main() -> None:
         row.cosine = lowest_cosine(row.records, reference)
 
     base = seed_row.rate
+    print("matmul peaks, best over the run: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     print(f"\nFLOPs per image, three models: {flops / 1e9:.0f} GFLOP; batch {batch}; best of {args.repeats} "
           "interleaved repetitions\n")
     print("| path | dtype | matmul route (peak GFLOP/s) | images/s | vs seed cards | model GFLOP/s (% of route peak) "
