@@ -1,4 +1,4 @@
-"""The three-model pass (tag + classify/embed + nsfw): taglens against the seed cards' way.
+"""The three-model pass (tag + classify/embed + nsfw): taglens against the seed cards' way, per CPU route.
 
 Full-size checkpoints of the three defaults with RANDOM weights, in the hub's layout
 (benchmarks/common.py): JoyTag's released configuration (448 px, 91.5M parameters), SigLIP
@@ -14,36 +14,48 @@ Rows, all on the same JPEG files in one process:
   Falconsai's card (``pipeline("image-classification")`` on the opened image). The baseline, 1.00.
 - taglens: ``ModelSet(...).jobs(TaskRequest(tag, classify, nsfw, embed))`` through
   ``taglens.engine.run`` (what ``taglens analyze`` does): decode once, batches, decode threads
-  ahead of the models; per dtype and batch size, and with ``--compile`` (its compile time is
-  printed apart and not counted in images/s).
+  ahead of the models. float32 on torch's default Linear route and on the oneDNN route (forced
+  with ``TAGLENS_FLOAT32_ROUTE``; the probe's own choice for these models is printed and marked),
+  the probe's route again with the old min(4, cores) decode threads (the thread sizing rule against
+  the old default), bfloat16 and int8; optionally ``--compile`` (compile time printed apart).
 
-Columns: images/s and its ratio to the seed cards; model GFLOP/s = the three models' FLOPs per
-image (counted by torch's FlopCounterMode) x images / time spent in the models, beside the matmul
-peak measured here for that dtype; the process's peak resident memory during the row; and the
-largest score or embedding difference from the seed cards on the first images.
+The rows take turns, ``--repeats`` times (interleaved repetitions: a machine shared with other
+work slows every row alike, which matters on this project's 2-core machine shared with other
+work), and each row's best repetition is kept. The defaults (4 images, batch 4, 2 repetitions)
+took 11.8 minutes there under load, most of it loading four sets of full-size models.
 
-    python benchmarks/pipeline.py                      # ~6-10 minutes on 2 cores
-    python benchmarks/pipeline.py --images 4 --no-compile
+Columns: images/s and its ratio to the seed cards; the matmul route the models' Linear layers took
+and that route's peak (GFLOP/s of a 2048^3 product through it, measured here); model GFLOP/s = the
+three models' FLOPs per image (counted by torch's FlopCounterMode) x images / time spent in the
+models, and its share of the route's peak; the largest tag / label / NSFW
+score difference from the seed cards, and the lowest embedding cosine to taglens float32 (torch's
+default route).
+
+    python benchmarks/pipeline.py                      # ~12 minutes on 2 shared cores
+    python benchmarks/pipeline.py --images 2 --batch 2 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import math
+import os
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from common import DEFAULT_WORKDIR, PeakRss, checkpoint, make_photos, matmul_peak_gflops
+from common import DEFAULT_WORKDIR, checkpoint, make_photos
 from PIL import Image
 
-from taglens.engine import EngineOptions, run
+from taglens.engine import EngineOptions, cpu_probe, cpu_routes, run, threads
 from taglens.models.joytag_vit import load_model
-from taglens.records import Record
 from taglens.models.modelset import ModelSet, TaskRequest
+from taglens.records import Record
 
 LABELS = ("a photo of 2 cats", "a photo of 2 dogs")
 TEMPLATE = "{}"  # the card passes full sentences; same prompts on both sides
@@ -95,51 +107,86 @@ class SeedCards:
 
 
 class TimedJob:
-    """A job that adds the seconds spent in it to ``seconds``; everything else passes through."""
+    """A job whose forward passes (the engine's shared one, or the whole job) add their seconds to
+    ``clock["model"]``; everything else passes through."""
 
     def __init__(self, job: Any, clock: dict[str, float]):
         self._job, self._clock = job, clock
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._job, name)
+        """The engine calls ``launch`` (or ``forward``) then ``finish``: those are timed (on the CPU
+        ``launch`` computes at once); everything else passes through."""
+        value = getattr(self._job, name)
+        if name in ("launch", "forward", "finish"):
+            return lambda arg: self._timed(value, arg)
+        return value
 
-    def _timed(self, call: Any, value: Any) -> Any:
+    def _timed(self, run: Any, pixels: Any) -> Any:
         start = time.perf_counter()
         try:
-            return call(value)
+            return run(pixels)
         finally:
             self._clock["model"] += time.perf_counter() - start
 
     def __call__(self, pixels: np.ndarray) -> list[dict[str, Any]]:
         return self._timed(self._job, pixels)
 
-    def forward(self, pixels: Any) -> Any:
-        """The engine runs a job as ``finish(forward(pixels))`` (one forward shared by its model's jobs)."""
-        return self._timed(self._job.forward, pixels)
 
-    def finish(self, outputs: Any) -> list[dict[str, Any]]:
-        return self._timed(self._job.finish, outputs)
-
-
-def taglens_records(jobs: list, paths: Sequence[str], batch_size: int) -> list[Record]:
-    records = list(run(paths, jobs, EngineOptions(batch_size=batch_size)))
+def taglens_records(jobs: list, paths: Sequence[str], batch_size: int, workers: int | None = None) -> list[Record]:
+    extra = {"workers": workers} if workers else {}
+    records = list(run(paths, jobs, EngineOptions(batch_size=batch_size, **extra)))
     bad = [r for r in records if r.error]
     if bad:
         raise RuntimeError(f"{bad[0].path}: {bad[0].error}")
     return records
 
 
-def deviation(records: list[Record], seed: list, tag_names: Sequence[str]) -> float:
-    """Largest |difference| between taglens and the seed cards over all scores compared."""
-    worst = 0.0
+def deviation(records: list[Record], seed: list, tag_names: Sequence[str]) -> dict[str, float]:
+    """Largest |difference| between taglens and the seed cards, per kind of score."""
+    worst = {"tags": 0.0, "labels": 0.0, "nsfw": 0.0}
     index = {name: i for i, name in enumerate(tag_names)}
     for record, (tags, probs, nsfw) in zip(records, seed):
         for t in record.tags:
-            worst = max(worst, abs(t.score - float(tags[index[t.tag]])))
+            worst["tags"] = max(worst["tags"], abs(t.score - float(tags[index[t.tag]])))
         by_label = {x.label: x.score for x in record.labels}
-        worst = max(worst, *(abs(by_label[label] - float(p)) for label, p in zip(LABELS, probs)))
-        worst = max(worst, *(abs(record.nsfw.scores[k] - v) for k, v in nsfw.items()))
+        worst["labels"] = max(worst["labels"], *(abs(by_label[label] - float(p)) for label, p in zip(LABELS, probs)))
+        worst["nsfw"] = max(worst["nsfw"], *(abs(record.nsfw.scores[k] - v) for k, v in nsfw.items()))
     return worst
+
+
+def lowest_cosine(records: list[Record], reference: list[Record]) -> float:
+    """The lowest cosine between each image's embedding and the reference's (both L2-normalised)."""
+    return min(float(np.dot(np.asarray(r.embedding), np.asarray(ref.embedding)))
+               for r, ref in zip(records, reference))
+
+
+# ----------------------------------------------------------------------------- routes and their peaks
+
+
+def route_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of an n x n x n product through each route (best of ``repeats``, taking turns)."""
+    generator = torch.Generator().manual_seed(0)
+    a, w = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator) / n**0.5
+    packed = cpu_routes.pack_weight(w)
+    a16, w16 = a.bfloat16(), w.bfloat16()
+    int8 = cpu_routes.quantize_int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)).eval())
+    candidates = {"torch default float32": lambda: torch.nn.functional.linear(a, w),
+                  "oneDNN float32 prepacked": lambda: cpu_routes.onednn_linear(a, packed, None),
+                  "bfloat16": lambda: torch.nn.functional.linear(a16, w16),
+                  "dynamic int8": lambda: int8(a)}
+    with torch.inference_mode():
+        best = cpu_probe.best_interleaved(candidates, repeats)
+    return {name: 2 * n**3 / seconds / 1e9 for name, seconds in best.items()}
+
+
+def route_of(models: ModelSet) -> str:
+    """The route name (a key of `route_peaks`) the models' Linear layers took."""
+    route = models.load_tagger().model.matmul_route
+    for prefix, name in (("oneDNN", "oneDNN float32 prepacked"), ("dynamic int8", "dynamic int8"),
+                         ("torch default float32", "torch default float32")):
+        if route.startswith(prefix):
+            return name
+    return "bfloat16" if "bfloat16" in route else route
 
 
 def flops_per_image(models: ModelSet, paths: Sequence[str]) -> float:
@@ -166,79 +213,154 @@ def flops_per_image(models: ModelSet, paths: Sequence[str]) -> float:
 # ----------------------------------------------------------------------------- main
 
 
+@dataclass
+class Row:
+    name: str
+    dtype: str
+    batch: int
+    route: str = "torch default float32"
+    forced_route: str | None = None
+    """TAGLENS_FLOAT32_ROUTE while its models load."""
+    workers: int | None = None
+    compiled: bool = False
+    models: ModelSet | None = None
+    jobs: list = field(default_factory=list)
+    clock: dict[str, float] = field(default_factory=lambda: {"model": 0.0})
+    rate: float = 0.0
+    model_seconds: float = math.inf
+    dev: dict[str, float] | None = None
+    cosine: float | None = None
+    records: list[Record] | None = None
+    note: str = ""
+
+
+def load_row(row: Row, folders: dict[str, Path], paths: Sequence[str], request: TaskRequest) -> None:
+    if row.models is not None:  # sharing another row's models
+        row.jobs = [TimedJob(j, row.clock) for j in row.models.jobs(request)]
+        return
+    saved = os.environ.get(cpu_probe.ROUTE_ENV)
+    if row.forced_route:
+        os.environ[cpu_probe.ROUTE_ENV] = row.forced_route
+    try:
+        row.models = ModelSet(tagger=folders["joytag"], siglip=folders["siglip"], nsfw_model=folders["nsfw"],
+                              dtype=row.dtype, compile=row.compiled)
+        row.jobs = [TimedJob(j, row.clock) for j in row.models.jobs(request)]
+        row.route = route_of(row.models)
+        warm = time.perf_counter()
+        taglens_records(row.jobs, paths[:row.batch], row.batch)  # loads kernels (and compiles) for this shape
+        if row.compiled and row.batch < len(paths) and len(paths) % row.batch:
+            taglens_records(row.jobs, paths[:len(paths) % row.batch], row.batch)  # the last batch's shape
+        if row.compiled:
+            row.note = f" (compiling took {time.perf_counter() - warm:.0f} s)"
+    finally:
+        if saved is None:
+            os.environ.pop(cpu_probe.ROUTE_ENV, None)
+        else:
+            os.environ[cpu_probe.ROUTE_ENV] = saved
+
+
+def time_row(row: Row, paths: Sequence[str]) -> list[Record]:
+    row.clock["model"] = 0.0
+    start = time.perf_counter()
+    records = taglens_records(row.jobs, paths, row.batch, row.workers)
+    elapsed = time.perf_counter() - start
+    row.rate = max(row.rate, len(paths) / elapsed)
+    row.model_seconds = min(row.model_seconds, row.clock["model"])
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=12, help="JPEGs (1024x768) per row")
-    parser.add_argument("--float32-batches", default="1,8")
-    parser.add_argument("--bfloat16-batches", default="1,8")
-    parser.add_argument("--compile-batch", type=int, default=8, help="batch of the --compile row (0: no row)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the --compile row")
+    parser.add_argument("--images", type=int, default=4, help="JPEGs (1024x768) per row")
+    parser.add_argument("--batch", type=int, default=4, help="taglens batch size")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of every row")
+    parser.add_argument("--compile", action="store_true", help="add a float32 --compile row (minutes)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args()
 
     folders = {kind: checkpoint(kind, args.workdir) for kind in ("joytag", "siglip", "nsfw")}
     paths = make_photos(args.workdir / "photos-1024x768", args.images)
-    peaks = {"float32": matmul_peak_gflops(torch.float32), "bfloat16": matmul_peak_gflops(torch.bfloat16)}
     request = TaskRequest(tasks=("tag", "classify", "nsfw", "embed"), labels=LABELS, templates=(TEMPLATE,))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} JPEGs 1024x768; "
-          f"matmul peak here: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s",
-          flush=True)
+    sizing = threads.sizing("cpu")
+    old_workers = max(1, min(4, os.cpu_count() or 1))
+    peaks = route_peaks()
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
+          f"{args.images} JPEGs 1024x768; decode threads: {sizing.decode_workers} by the sizing rule "
+          f"(old default {old_workers})", flush=True)
+    print("matmul peaks here (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
 
-    rows: list[dict[str, Any]] = []
     seed = SeedCards(folders["joytag"], folders["siglip"], folders["nsfw"])
     seed(paths[:1])  # warm-up
-    with PeakRss() as memory:
+    seed_row = Row("seed cards (one by one)", "float32", 1)
+    batch = args.batch
+    rows = [Row("taglens, torch default route", "float32", batch, forced_route="default"),
+            Row("taglens, oneDNN route", "float32", batch, forced_route="onednn")]
+    probe_choice = None
+    for row in rows:
+        load_row(row, folders, paths, request)
+        if probe_choice is None:
+            shapes = sum((cpu_routes.linear_shapes(net) for net in networks(row.models)), Counter())
+            probe_choice = cpu_probe.float32_route(shapes)
+            print(f"the probe's float32 route for these models: {probe_choice.chosen} ({probe_choice.line()})",
+                  flush=True)
+    chosen = rows[1] if probe_choice.chosen == "onednn" else rows[0]
+    chosen.name += " (the probe's choice)"
+    old = Row(f"taglens, the probe's route, {old_workers} decode threads (old default)", "float32", batch,
+              route=chosen.route, workers=old_workers, models=chosen.models)
+    rows += [old, Row("taglens", "bfloat16", batch), Row("taglens", "int8", batch)]
+    if args.compile:
+        rows.append(Row("taglens --compile", "float32", batch, compiled=True))
+    for row in rows[2:]:
+        load_row(row, folders, paths, request)
+    flops = flops_per_image(rows[0].models, paths)
+
+    seed_out = None
+    for repeat in range(args.repeats):
+        if repeat:  # the peaks take turns with the rows too: each route's best over the run
+            peaks = {name: max(peaks[name], value) for name, value in route_peaks().items()}
         start = time.perf_counter()
         seed_out = seed(paths)
         elapsed = time.perf_counter() - start
-    rows.append(dict(name="seed cards (one by one)", dtype="float32", batch=1, rate=len(paths) / elapsed,
-                     model_rate=None, rss=memory.peak, dev=0.0))
-    del seed
-    gc.collect()
-
-    flops = None
-    settings: list[tuple[str, int, bool]] = [("float32", int(b), False) for b in args.float32_batches.split(",") if b]
-    settings += [("bfloat16", int(b), False) for b in args.bfloat16_batches.split(",") if b]
-    if not args.no_compile and args.compile_batch:
-        settings.append(("float32", args.compile_batch, True))
-    models = None
-    for dtype, batch, compiled in settings:
-        if models is None or (models.dtype, models.compile) != (dtype, compiled):
-            models = None  # one model set in memory at a time, so peak RSS is this row's
-            gc.collect()
-            models = ModelSet(tagger=folders["joytag"], siglip=folders["siglip"], nsfw_model=folders["nsfw"],
-                              dtype=dtype, compile=compiled)
-        clock = {"model": 0.0}
-        jobs = [TimedJob(j, clock) for j in models.jobs(request)]
-        if flops is None:
-            flops = flops_per_image(models, paths)
-        warm = time.perf_counter()
-        taglens_records(jobs, paths[:batch], batch)  # loads kernels (and compiles) for this shape
-        if compiled and batch < len(paths) and len(paths) % batch:
-            taglens_records(jobs, paths[:len(paths) % batch], batch)  # the last batch's shape too
-        warm = time.perf_counter() - warm
-        clock["model"] = 0.0
-        with PeakRss() as memory:
-            start = time.perf_counter()
-            records = taglens_records(jobs, paths, batch)
-            elapsed = time.perf_counter() - start
-        names = models.load_tagger().tags
-        rows.append(dict(name="taglens" + (f" --compile (compiling took {warm:.0f} s)" if compiled else ""),
-                         dtype=dtype, batch=batch, rate=len(paths) / elapsed,
-                         model_rate=flops * len(paths) / clock["model"] / 1e9, rss=memory.peak,
-                         dev=deviation(records, seed_out, names)))
-        print(f"  done: {rows[-1]['name']} {dtype} batch {batch}: {rows[-1]['rate']:.2f} images/s", flush=True)
-
-    base = rows[0]["rate"]
-    print(f"\nFLOPs per image, three models: {flops / 1e9:.0f} GFLOP\n")
-    print("| path | dtype | batch | images/s | vs seed cards | model GFLOP/s (% of matmul peak) | peak RSS | "
-          "max abs diff vs seed cards |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        seed_row.rate = max(seed_row.rate, len(paths) / elapsed)
+        for row in rows:
+            records = time_row(row, paths)
+            row.records = row.records or records
+        print(f"  repetition {repeat + 1}/{args.repeats}: seed cards {len(paths) / elapsed:.2f} images/s, "
+              + ", ".join(f"{row.dtype} {row.route} {row.rate:.2f}" for row in rows), flush=True)
+    reference = rows[0].records
     for row in rows:
-        model = "" if row["model_rate"] is None else \
-            f"{row['model_rate']:.0f} ({100 * row['model_rate'] / peaks[row['dtype']]:.0f}%)"
-        print(f"| {row['name']} | {row['dtype']} | {row['batch']} | {row['rate']:.2f} | {row['rate'] / base:.2f}x | "
-              f"{model} | {row['rss'] / 2**30:.1f} GiB | {row['dev']:.1e} |")
+        row.dev = deviation(row.records, seed_out, row.models.load_tagger().tags)
+        row.cosine = lowest_cosine(row.records, reference)
+
+    base = seed_row.rate
+    print("matmul peaks, best over the run: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"\nFLOPs per image, three models: {flops / 1e9:.0f} GFLOP; batch {batch}; best of {args.repeats} "
+          "interleaved repetitions\n")
+    print("| path | dtype | matmul route (peak GFLOP/s) | images/s | vs seed cards | model GFLOP/s (% of route peak) "
+          "| max diff vs seed cards: tags / labels / nsfw | min embedding cosine vs float32 |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {seed_row.name} | float32 | torch default float32 ({peaks['torch default float32']:.0f}) | {base:.2f} "
+          f"| 1.00x | | 0 | |")
+    for row in rows:
+        peak = peaks.get(row.route, math.nan)
+        model_rate = flops * len(paths) / row.model_seconds / 1e9
+        dev = " / ".join(f"{row.dev[k]:.1e}" for k in ("tags", "labels", "nsfw"))
+        print(f"| {row.name}{row.note} | {row.dtype} | {row.route} ({peak:.0f}) | {row.rate:.2f} | "
+              f"{row.rate / base:.2f}x | {model_rate:.0f} ({100 * model_rate / peak:.0f}%) | "
+              f"{dev} | {row.cosine:.6f} |")
+
+
+def networks(models: ModelSet) -> list[torch.nn.Module]:
+    return [models.load_tagger().model, models.load_embedder().model.model, models.load_nsfw().classifier.model]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else ():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

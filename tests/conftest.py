@@ -4,6 +4,7 @@ and small generated images."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-tes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# the CPU route probe's decisions (taglens.engine.cpu_probe) go to a folder of this session's own
+os.environ.setdefault("TAGLENS_CACHE_DIR", tempfile.mkdtemp(prefix="taglens-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from PIL import Image
 from taglens.engine import EngineOptions, run
 from taglens.engine.core import Item, run_batches
 from taglens.engine.device_preprocess import pillow_decode, prepare_on_device, resize_on_device, unavailable
-from taglens.engine.gpu_sizing import CPU_BATCH, auto_batch_size, batch_for_memory, gpu_decode_workers, per_image_bytes
+from taglens.engine.gpu_sizing import CPU_BATCH, auto_batch_size, batch_for_memory, per_image_bytes
 from taglens.engine.prepare import apply_transform, prepare_source
 from taglens.io.decode import DecodeOptions
 from taglens.models.hf_preprocess import HfImageTransform
@@ -119,7 +119,6 @@ def test_batch_for_memory_is_a_capped_power_of_two():
     assert batch_for_memory(8 * 300 * mib, 300 * mib) == 4
     assert per_image_bytes([448, 224]) == 64 * 3 * 4 * (448 * 448 + 224 * 224)
     assert auto_batch_size("cpu", [448]) == CPU_BATCH
-    assert gpu_decode_workers(16) == 16 and gpu_decode_workers(0) == 1
 
 
 class _OomAbove:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from taglens.engine.placement import DTYPES
 from taglens.io.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 F = Callable[..., Any]
@@ -95,6 +96,24 @@ input_options = stack(
                       "Use '-' as a PATH to read paths from stdin, one per line."),
 )
 
+def _log_verbosely(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("taglens: %(message)s"))
+        logger = logging.getLogger("taglens")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+verbose_option = click.option(
+    "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True, callback=_log_verbosely,
+    help="Say on stderr how the models run (e.g. the matmul route chosen for this CPU).")
+
+dtype_help = ("Model precision. float32: the reference numbers; bfloat16, float16 and int8 (CPU only, "
+              "dynamic int8 Linear layers) are faster and move scores.")
+
 runtime_options = stack(
     click.option("--batch-size", "-b", type=BatchSize(), default="8", show_default=True,
                  help="Images per forward pass, or 'auto': on CUDA the largest power of two (at most 256) "
@@ -105,13 +124,12 @@ runtime_options = stack(
                       "falls back to exact with one line where CUDA or torchvision is absent."),
     click.option("--device", default="auto", show_default=True,
                  help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N."),
-    click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-                 show_default=True, help="Model precision."),
+    click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True, help=dtype_help),
     click.option("--tf32", is_flag=True,
                  help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative, "
                       "not measured here). Off: IEEE float32, the reference numbers."),
     click.option("--workers", type=click.IntRange(min=1), default=None,
-                 help="Decode threads (default: min(4, CPU count))."),
+                 help="Decode threads (default: a quarter of the cores on a CPU, 1-4; min(4, cores) on a GPU)."),
     click.option("--draft/--no-draft", default=False, show_default=True,
                  help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
                       "but moves the scores. Off: a full decode, the reference numbers."),
@@ -122,6 +140,7 @@ runtime_options = stack(
     click.option("--compile", "compile_models", is_flag=True,
                  help="Compile the models with torch.compile: faster per image after ~30 s of compiling "
                       "per model; worth it for long runs."),
+    verbose_option,
 )
 
 

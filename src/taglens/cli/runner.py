@@ -75,9 +75,9 @@ def engine_options(batch_size: int | str, workers: int | None, draft: bool, max_
         sizes = list(input_sizes) or [family.input_size for family in configs()]
         batch_size = auto_batch_size(device, sizes) if on_cuda else CPU_BATCH
     if on_cuda and not workers:
-        from taglens.engine.gpu_sizing import gpu_decode_workers
+        from taglens.engine import threads
 
-        extra["workers"] = gpu_decode_workers()
+        extra["workers"] = threads.sizing("cuda").decode_workers
     if preprocess == "gpu" and not on_cuda:
         click.echo("--preprocess gpu: no CUDA GPU for the models; preprocessing the exact way on the CPU", err=True)
         preprocess = "exact"

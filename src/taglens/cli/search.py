@@ -7,7 +7,8 @@ import shlex
 import click
 
 from taglens.cli.library import library_option, open_library
-from taglens.cli.options import FRACTION, Number, flag
+from taglens.cli.options import FRACTION, Number, flag, verbose_option
+from taglens.engine.placement import DTYPES
 
 
 @click.command("search")
@@ -29,8 +30,9 @@ from taglens.cli.options import FRACTION, Number, flag
                                       "paths: paths only.")
 @library_option
 @click.option("--device", default="auto", show_default=True, help="Where the text/image embedder runs.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-              show_default=True, help="Embedder precision.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32",
+              show_default=True, help="Embedder precision (int8: CPU only, faster, moves scores).")
+@verbose_option
 def search(query: tuple[str, ...], images: tuple[str, ...], minus: tuple[str, ...], minus_images: tuple[str, ...],
            tags: tuple[str, ...], no_tags: tuple[str, ...], max_nsfw: float | None, min_score: float | None,
            limit: int, fmt: str, library_dir: str | None, device: str, dtype: str) -> None:

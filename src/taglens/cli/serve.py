@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from taglens.cli.options import Number
+from taglens.cli.options import Number, verbose_option
+from taglens.engine.placement import DTYPES
 from taglens.io.decode import DEFAULT_MAX_PIXELS
 from taglens.models import registry
 
@@ -38,8 +39,9 @@ MiB = 1024 * 1024
 @click.option("--nsfw-model", default=None,
               help=f"Image classifier for nsfw (default: the library's, else {registry.for_task('nsfw').hub_id}).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-              show_default=True, help="Model precision.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32",
+              show_default=True, help="Model precision (int8: CPU only, faster, moves scores).")
+@verbose_option
 @click.option("--tf32", is_flag=True,
               help="float32 on CUDA: let matmuls and convolutions use TF32 (faster, ~1e-3 relative).")
 @click.option("--api-key", envvar="TAGLENS_SERVE_API_KEY", show_envvar=True, default=None,
@@ -66,7 +68,7 @@ MiB = 1024 * 1024
 @click.option("--body-timeout", "body_timeout_s", type=Number(min=0.001), default=30.0, show_default=True,
               help="Seconds a client has to send its request body (408 beyond).")
 @click.option("--workers", "decode_workers", type=click.IntRange(1, 256), default=None,
-              help="Decode threads (default: min(4, CPU count)).")
+              help="Decode threads (default: a quarter of the cores on a CPU, 1-4; min(4, cores) on a GPU).")
 @click.option("--draft/--no-draft", default=False, show_default=True,
               help="Decode JPEGs at least twice the model's input size at a reduced DCT scale: faster, "
                    "but moves the scores. Off: a full decode, the reference numbers.")

@@ -1,4 +1,4 @@
-"""Sizes for a run on a GPU: the batch from the device's free memory, the decode pool from the cores.
+"""Sizes for a run on a GPU: the batch from the device's free memory.
 
 ``--batch-size auto`` asks `auto_batch_size`: on CUDA the largest power of two whose estimated
 working memory fits in half the free memory (``torch.cuda.mem_get_info``), at most
@@ -7,14 +7,12 @@ estimate is deliberately rough (``ACTIVATION_FACTOR`` times each model's float32
 image); an out-of-memory error still halves the batch and caps later ones
 (`taglens.engine.core.run_batch`), so a wrong guess costs one retry, never an image.
 
-On CUDA the models use no CPU cores, so the decode pool gets all of them
-(`gpu_decode_workers`); the rule for the CPU, where decode threads and torch's threads share
-the cores, is `taglens.engine.run.default_workers`.
+The decode pool (every core on CUDA, a share beside torch's threads on the CPU) is sized by
+`taglens.engine.threads.size_threads`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,8 +50,3 @@ def auto_batch_size(device: Any, input_sizes: Sequence[int]) -> int:
         return CPU_BATCH
     free, _ = torch.cuda.mem_get_info(resolved)
     return batch_for_memory(free, per_image_bytes(input_sizes or [224]))
-
-
-def gpu_decode_workers(cpu_count: int | None = None) -> int:
-    """Decode threads when the models run on a GPU: every core."""
-    return max(1, cpu_count if cpu_count is not None else (os.cpu_count() or 1))

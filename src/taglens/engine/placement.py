@@ -9,12 +9,21 @@ convolutions (torch turns it on for convolutions by default, which would compute
 and every patch embedding with a 10-bit mantissa, ~1e-3 relative). ``tf32=True`` opts in.
 These are torch's process-wide switches: the last placement made decides them.
 
+On the CPU the placement also chooses how float32 Linear layers run (`Placement.module`): through
+oneDNN with prepacked float32 weights where `taglens.engine.cpu_probe` measured it faster on this
+machine and within 1e-5 of torch's default, else torch's default (`taglens.engine.cpu_routes`).
+The choice is logged (``--verbose``) and kept on the module as ``matmul_route``. ``int8`` is
+float32 with the Linear layers dynamically quantised to int8 (CPU only, opt-in). Resolving a CPU
+placement sizes torch's intra-op threads with the decode threads (`taglens.engine.threads`).
+
 torch is imported when a placement is resolved, not with this module, so the model families'
 configurations (and the commands that only show them) load without it.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +35,10 @@ from taglens.engine.transfer import ByteBatch, transfer_for
 if TYPE_CHECKING:
     import torch
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+"""What ``--dtype`` accepts everywhere (commands, server settings, Python API)."""
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -47,8 +59,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+    """The torch dtype of the model's tensors (``int8``: float32, its Linear layers quantised)."""
     import torch
 
+    if dtype == "int8":
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in DTYPES:
@@ -74,26 +89,63 @@ def tf32_enabled() -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a model runs, in which dtype, and whether float32 work may use TF32 on CUDA."""
+    """Where a model runs, in which dtype, whether float32 work may use TF32 on CUDA, and whether
+    the Linear layers are dynamically quantised to int8 (``dtype`` is then float32)."""
 
     device: torch.device
     dtype: torch.dtype
     tf32: bool = False
+    int8: bool = False
 
     @classmethod
     def resolve(cls, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32", *,
                 tf32: bool = False) -> Placement:
         """The placement, with torch's TF32 switches set to match (off unless ``tf32``)."""
-        placement = cls(resolve_device(device), resolve_dtype(dtype), bool(tf32))
+        from taglens.engine import threads
+
+        placement = cls(resolve_device(device), resolve_dtype(dtype), bool(tf32), int8=dtype == "int8")
+        if placement.int8 and placement.device.type != "cpu":
+            raise ValueError(f"dtype int8 runs on the CPU only, not on {placement.device}; "
+                             "use bfloat16 or float16 there")
         set_tf32(placement.tf32)
+        threads.apply_torch_threads(placement.device.type)
         return placement
 
     def module(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a module here, in eval mode with gradients off."""
+        """Move a module here, in eval mode with gradients off, its Linear layers on this CPU's
+        route (see the module doc)."""
         module = module.to(device=self.device, dtype=self.dtype).eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
+        route = self._route(module)
+        log.info("matmul route for %s: %s", type(module).__name__, route)
+        module.matmul_route = route
         return module
+
+    def _route(self, module: torch.nn.Module) -> str:
+        import torch
+
+        from taglens.engine import cpu_probe, cpu_routes
+
+        if self.device.type != "cpu":
+            return f"torch default ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
+        if self.int8:
+            offer = cpu_probe.int8_offer()
+            if offer.chosen != "int8":
+                _say_int8_is_slower(offer.line())
+            count = sum(cpu_routes.linear_shapes(module).values())
+            cpu_routes.quantize_int8(module)
+            return f"dynamic int8 ({count} Linear layers; vs bfloat16: {offer.line()})"
+        if self.dtype != torch.float32:
+            return f"torch default (cpu, {str(self.dtype).removeprefix('torch.')})"
+        shapes = cpu_routes.linear_shapes(module)
+        if not shapes or not cpu_routes.onednn_available():
+            return "torch default float32 (no oneDNN Linear route)"
+        decision = cpu_probe.float32_route(shapes)
+        if decision.chosen == "onednn":
+            count = cpu_routes.use_onednn(module)
+            return f"oneDNN float32, prepacked weights ({count} Linear layers; {decision.line()})"
+        return f"torch default float32 ({decision.line()})"
 
     def batch(self, pixels: np.ndarray | ByteBatch, *, channels_last: bool = False) -> torch.Tensor:
         """A (B, C, H, W) float32 array, or a uint8 `ByteBatch` normalised on the device (bit for
@@ -111,6 +163,13 @@ class Placement:
         return tensor.to(self.dtype)
 
 
+@functools.cache
+def _say_int8_is_slower(why: str) -> None:
+    """Once per process, however many models load in int8."""
+    log.warning("int8 is not faster than bfloat16 on this CPU (%s): --dtype bfloat16 is the faster "
+                "approximate mode here", why)
+
+
 class CompiledForward:
     """A tensor -> tensor forward pass compiled by ``torch.compile`` (inductor, weight freezing).
 
@@ -122,9 +181,17 @@ class CompiledForward:
     on only when something asks to compile.
     """
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module | None = None):
+        """``module``: the network ``forward`` runs (default: ``forward`` itself, when a module);
+        its oneDNN Linear layers go back to plain ones, which inductor packs its own way."""
         import torch
         import torch._inductor.config as inductor_config
+
+        from taglens.engine.cpu_routes import use_default
+
+        module = module if module is not None else forward if isinstance(forward, torch.nn.Module) else None
+        if module is not None and use_default(module):
+            module.matmul_route = "torch.compile (inductor)"
 
         inductor_config.freezing = True
         self._compiled = torch.compile(forward, dynamic=False)

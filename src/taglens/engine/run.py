@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from taglens.engine import threads
 from taglens.engine.batcher import Batcher, BatchHook
 from taglens.engine.core import Outcome, as_split
 from taglens.engine.device_preprocess import MODES, prepare_on_device, unavailable
@@ -37,8 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
-    """Decode threads: one per core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Decode threads by `taglens.engine.threads.size_threads`, for a CUDA GPU when torch (already
+    imported: the models are loaded) sees one, else for the CPU."""
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and torch.cuda.is_available()
+    return threads.sizing("cuda" if cuda else "cpu").decode_workers
 
 
 @dataclass(frozen=True)

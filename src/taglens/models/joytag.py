@@ -207,7 +207,7 @@ class Tagger:
     ) -> Tagger:
         """Load a hub id (default ``fancyfeast/joytag``) or a folder holding ``config.json``,
         ``model.safetensors`` and ``top_tags.txt``. ``device``: auto, cpu, cuda, cuda:N;
-        ``dtype``: float32, bfloat16, float16; ``tf32``: let float32 CUDA matmuls and cuDNN
+        ``dtype``: float32, bfloat16, float16, int8 (CPU); ``tf32``: let float32 CUDA matmuls and cuDNN
         convolutions use TF32 (off: IEEE float32, see `taglens.engine.placement`)."""
         from taglens.models.joytag_vit import CONFIG_FILE, JoyTagConfig, load_model, load_tags
 

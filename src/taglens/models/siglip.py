@@ -155,7 +155,7 @@ class ImageTextModel:
 
     def compile(self) -> None:
         """Compile the image tower with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
-        object.__setattr__(self, "compiled", CompiledForward(self._image_features))
+        object.__setattr__(self, "compiled", CompiledForward(self._image_features, self.model))
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = TEXT_BATCH_SIZE) -> np.ndarray:
         """Texts -> (N, D) float32, L2-normalised, tokenised as the model was trained."""

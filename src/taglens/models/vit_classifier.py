@@ -189,7 +189,7 @@ class ImageClassifier:
 
     def compile(self) -> None:
         """Compile the forward pass with ``torch.compile`` (see `taglens.engine.placement.CompiledForward`)."""
-        object.__setattr__(self, "compiled", CompiledForward(self._logits))
+        object.__setattr__(self, "compiled", CompiledForward(self._logits, self.model))
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """(B, C, H, W) -> (B, L) float32 scores (softmax, sigmoid or raw, per `activation`)."""

@@ -62,8 +62,8 @@ class Service:
         self.metrics = metrics
         decode = DecodeOptions(max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes,
                                draft=settings.draft)
-        options = EngineOptions(batch_size=settings.max_batch_size, workers=settings.decode_workers, decode=decode,
-                                hash_files=False)
+        workers = {"workers": settings.decode_workers} if settings.decode_workers else {}
+        options = EngineOptions(batch_size=settings.max_batch_size, decode=decode, hash_files=False, **workers)
         self.engine = Engine(options, background=True, max_wait=settings.max_wait_ms / 1000.0,
                              on_batch=self._on_batch)
         self._lock = threading.Lock()

@@ -9,7 +9,6 @@ the queue holds) is refused here, before any model is loaded.
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -55,7 +54,7 @@ class Settings(BaseSettings):
     nsfw_model: str | None = None
     """Checkpoints (hub id or folder); None: the one the library was indexed with, else the default."""
     device: str = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "int8"] = "float32"
     tf32: bool = False
     """Let float32 CUDA matmuls and cuDNN convolutions use TF32 (opt-in; docs/models.md)."""
     allow_paths: tuple[Path, ...] = ()
@@ -66,7 +65,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, le=10_000)
     queue_size: int = Field(128, ge=1)
     """Images admitted at once (decoding, waiting or in a model); more gets 503 + Retry-After."""
-    decode_workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1, le=256)
+    decode_workers: int | None = Field(None, ge=1, le=256)
+    """Decode threads; None: sized with torch's threads (`taglens.engine.threads`)."""
     request_timeout_s: float = Field(60.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
     max_request_bytes: int = Field(64 * MiB, ge=1024)

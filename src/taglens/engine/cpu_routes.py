@@ -1,0 +1,108 @@
+"""The CPU's ways of running a model's Linear layers, other than torch's default (MKL's sgemm).
+
+- oneDNN with prepacked float32 weights (`use_onednn`): each ``nn.Linear`` becomes a
+  `OneDnnLinear` holding its weight reordered once into oneDNN's blocked layout and calling
+  ``torch.ops.mkldnn._linear_pointwise``, the op torch's own compiler (inductor) emits for CPU
+  Linear layers. IEEE float32 arithmetic (float32 accumulation): it differs from the default only
+  by summation order, ~1e-6 relative. On AMD EPYC, where MKL takes an AVX2 code path, it runs
+  float32 matmuls about twice as fast (docs/analyze.md). `taglens.engine.cpu_probe` decides
+  per machine whether to use it; `taglens.engine.placement` applies it.
+- dynamic int8 (`quantize_int8`): weights quantised per output channel once, activations per
+  batch, int8 x int8 -> int32 products (fbgemm / x86 kernels, VNNI where the CPU has it).
+  Moves scores by ~1e-2 (docs/analyze.md): opt-in only, ``--dtype int8``.
+
+Only exact ``nn.Linear`` modules are replaced: subclasses such as the ``out_proj`` of
+``nn.MultiheadAttention`` (SigLIP's pooling head) are read through ``.weight`` by their parent
+and keep torch's default route.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import torch
+from torch import nn
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A (out, in) float32 weight reordered once into oneDNN's layout for Linear layers."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous())
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` through oneDNN with a `pack_weight` weight (any leading dims)."""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
+
+
+class OneDnnLinear(nn.Module):
+    """An ``nn.Linear`` run by oneDNN with its weight prepacked (float32, inference only).
+
+    The packed weight is a plain attribute, not a parameter or buffer, so ``state_dict`` and
+    ``.to()`` leave it alone; `linear` gives back an ``nn.Linear`` with the same numbers."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = pack_weight(linear.weight)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return onednn_linear(x, self.packed, self.bias)
+
+    def linear(self) -> nn.Linear:
+        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            plain.weight.copy_(self.packed.to_dense())
+            if self.bias is not None:
+                plain.bias.copy_(self.bias)
+        return plain.requires_grad_(False).eval()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear_shapes(module: nn.Module) -> Counter[tuple[int, int]]:
+    """(in_features, out_features) -> how many float32 ``nn.Linear`` layers of that shape."""
+    return Counter((m.in_features, m.out_features) for m in module.modules()
+                   if type(m) is nn.Linear and m.weight.dtype == torch.float32)
+
+
+def use_onednn(module: nn.Module) -> int:
+    """Replace every float32 ``nn.Linear`` of ``module`` (on the CPU) by a `OneDnnLinear`; the count."""
+    return _replace(module, lambda m: type(m) is nn.Linear and m.weight.dtype == torch.float32
+                    and m.weight.device.type == "cpu", OneDnnLinear)
+
+
+def use_default(module: nn.Module) -> int:
+    """Undo `use_onednn` (``torch.compile`` packs weights its own way); the count."""
+    return _replace(module, lambda m: isinstance(m, OneDnnLinear), lambda m: m.linear())
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """``module`` with its ``nn.Linear`` layers dynamically quantised to int8 (in place).
+
+    ``torch.ao.quantization.quantize_dynamic``: deprecated in favour of torchao, whose int8
+    configurations run eagerly on the CPU no faster than float32 with torch 2.13 (they are meant
+    for ``torch.compile``; docs/analyze.md); the deprecation warnings are silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _replace(module: nn.Module, wanted, make) -> int:
+    count = 0
+    for name, child in list(module.named_children()):
+        if wanted(child):
+            setattr(module, name, make(child))
+            count += 1
+        else:
+            count += _replace(child, wanted, make)
+    return count

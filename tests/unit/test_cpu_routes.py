@@ -1,0 +1,160 @@
+"""The CPU's Linear routes (taglens.engine.cpu_routes, cpu_probe, placement): the oneDNN float32
+route gives plain float32's numbers (1e-5) for every family, whichever route the probe would pick
+on this CPU (both are forced here, on Intel with AMX as on AMD), on the same inputs and batch; the
+probe's decision is measured once and cached; int8 quantises every family's Linear layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from taglens.engine import cpu_probe, cpu_routes
+from taglens.models import joytag, siglip, vit_classifier
+
+from ..conftest import photo
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(cpu_probe.CACHE_ENV, str(tmp_path / "cache"))
+
+
+def pixels(transform, count: int = 3) -> np.ndarray:
+    return np.stack([transform(photo(64 + 8 * i, 48, seed=i)) for i in range(count)])
+
+
+def load(family: str, checkpoints, dtype: str = "float32"):
+    """(the loaded model, its network, a batch -> float32 outputs function)."""
+    if family == "joytag":
+        tagger = joytag.Tagger.from_pretrained(checkpoints["joytag"], device="cpu", dtype=dtype)
+        return tagger.model, lambda x: tagger.scores(pixels(tagger.transform))
+    if family in ("siglip16", "clip"):
+        model = siglip.load_model(checkpoints[family], device="cpu", dtype=dtype)
+        return model.model, lambda x: np.concatenate(
+            [model.encode_images(pixels(model.transform)), model.encode_texts(["a cat", "two dogs on a beach"])])
+    model = vit_classifier.ImageClassifier.from_pretrained(checkpoints[family], device="cpu", dtype=dtype)
+    return model.model, lambda x: model.logits(pixels(model.transform))
+
+
+FAMILIES = ["joytag", "siglip16", "clip", "vit"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_onednn_route_gives_plain_float32s_numbers(family, checkpoints, monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "default")
+    plain_net, plain = load(family, checkpoints)
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "onednn")
+    fast_net, fast = load(family, checkpoints)
+    assert plain_net.matmul_route.startswith("torch default float32 (forced by")
+    assert fast_net.matmul_route.startswith("oneDNN float32")
+    assert not any(isinstance(m, cpu_routes.OneDnnLinear) for m in plain_net.modules())
+    replaced = sum(isinstance(m, cpu_routes.OneDnnLinear) for m in fast_net.modules())
+    assert replaced == sum(cpu_routes.linear_shapes(plain_net).values()) > 0
+    want, got = plain(None), fast(None)
+    assert np.abs(got - want).max() <= TOLERANCE * max(1.0, float(np.abs(want).max()))
+
+
+def test_a_layer_goes_back_to_plain_with_the_same_weights():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 8, bias=False)).eval()
+    x = torch.randn(2, 5, 24)
+    with torch.inference_mode():
+        want = net(x)
+        assert cpu_routes.use_onednn(net) == 2
+        assert torch.allclose(net(x), want, rtol=0, atol=TOLERANCE)
+        assert cpu_routes.use_default(net) == 2 and type(net[0]) is nn.Linear
+        assert torch.equal(net(x), want)
+
+
+def test_multihead_attentions_own_projection_keeps_the_default_route():
+    net = nn.ModuleDict({"attention": nn.MultiheadAttention(16, 2), "mlp": nn.Linear(16, 16)})
+    assert cpu_routes.use_onednn(net) == 1
+    assert type(net["attention"].out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+
+
+def test_the_probe_measures_once_then_reads_its_cache(monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "auto")
+    shapes = cpu_routes.linear_shapes(nn.Sequential(nn.Linear(64, 128), nn.Linear(128, 64)))
+    first = cpu_probe.float32_route(shapes)
+    assert first.source == "measured" and first.chosen in ("onednn", "default")
+    assert first.error is not None and first.error <= TOLERANCE or first.chosen == "default"
+    assert set(first.times_ms) == {"default", "onednn"}
+    again = cpu_probe.float32_route(shapes)
+    assert again.source == "cached" and again.chosen == first.chosen
+    assert cpu_probe.cache_path().is_file()
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "probe")
+    assert cpu_probe.float32_route(shapes).source == "measured"
+
+
+def test_the_route_can_be_forced_and_a_bad_value_is_refused(monkeypatch):
+    shapes = cpu_routes.linear_shapes(nn.Linear(8, 8))
+    for forced in ("default", "onednn"):
+        monkeypatch.setenv(cpu_probe.ROUTE_ENV, forced)
+        assert cpu_probe.float32_route(shapes).chosen == forced
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "fast")
+    with pytest.raises(ValueError, match=cpu_probe.ROUTE_ENV):
+        cpu_probe.float32_route(shapes)
+
+
+def test_a_onednn_computing_float32_in_bfloat16_is_never_chosen(monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "auto")
+    saved = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        decision = cpu_probe.float32_route(cpu_routes.linear_shapes(nn.Linear(8, 8)))
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = saved
+    assert decision.chosen == "default" and "bf16" in decision.source
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int8_quantises_every_linear_layer_and_stays_near_float32(family, checkpoints, monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "default")
+    _, plain = load(family, checkpoints)
+    net, int8 = load(family, checkpoints, dtype="int8")
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    assert net.matmul_route.startswith("dynamic int8")
+    assert any(isinstance(m, DynamicInt8Linear) for m in net.modules())
+    assert not cpu_routes.linear_shapes(net)  # no float32 nn.Linear left
+    want, got = plain(None), int8(None)
+    assert np.isfinite(got).all() and got.shape == want.shape
+    assert np.abs(got - want).max() <= 0.1 * max(1.0, float(np.abs(want).max()))
+
+
+def test_int8_is_for_the_cpu_only():
+    from taglens.engine.placement import Placement
+
+    with pytest.raises(ValueError, match="CPU only"):
+        Placement.resolve(torch.device("cuda"), "int8")
+
+
+def test_int8_where_bfloat16_is_faster_says_so_once_and_runs(checkpoints, monkeypatch, caplog):
+    from taglens.engine import placement
+
+    slower = cpu_probe.Decision("bfloat16", {"int8": 9.0, "bfloat16": 4.0}, None, "measured")
+    monkeypatch.setattr(cpu_probe, "int8_offer", lambda: slower)
+    placement._say_int8_is_slower.cache_clear()
+    with caplog.at_level("WARNING", logger="taglens"):
+        first, _ = load("vit", checkpoints, dtype="int8")
+        load("joytag", checkpoints, dtype="int8")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "int8 is not faster than bfloat16" in warnings[0] and "--dtype bfloat16" in warnings[0]
+    assert first.matmul_route.startswith("dynamic int8")
+
+
+@pytest.mark.parametrize("family", ["joytag", "vit"])
+def test_compile_puts_the_plain_linear_layers_back_first(family, checkpoints, monkeypatch):
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "onednn")
+    if family == "joytag":
+        owner = joytag.Tagger.from_pretrained(checkpoints["joytag"], device="cpu")
+    else:
+        owner = vit_classifier.ImageClassifier.from_pretrained(checkpoints["vit"], device="cpu")
+    assert any(isinstance(m, cpu_routes.OneDnnLinear) for m in owner.model.modules())
+    owner.compile()  # torch.compile is lazy: nothing compiles until the first batch
+    assert not any(isinstance(m, cpu_routes.OneDnnLinear) for m in owner.model.modules())
+    assert owner.model.matmul_route == "torch.compile (inductor)"
