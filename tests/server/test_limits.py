@@ -137,3 +137,34 @@ def test_a_body_that_does_not_arrive_in_time_is_408(models):
         reply = s.recv(65536).decode("latin-1")
         assert reply.startswith("HTTP/1.1 408"), reply
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("route, field", [("nsfw", "threshold"), ("tag", "threshold"), ("tag", "top_k"),
+                                          ("analyze", "max_nsfw"), ("search", "min_score"),
+                                          ("search", "max_nsfw")])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_422_naming_the_field(client, route, field, number):
+    image = base64.b64encode(encoded(1)).decode()
+    body = '{"images": [{"data": "%s"}], "%s": %s}' % (image, field, number)
+    if route == "search":
+        body = '{"q": ["a cat"], "%s": %s}' % (field, number)
+    response = client.post(f"/v1/{route}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", field] and "finite" in error["msg"]
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000,
+                                  '{"images": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  '{"q": ["a"], "x": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001])
+def test_json_nested_deep_is_refused_before_parsing(client, body):
+    response = client.post("/v1/search", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "nested" in response.json()["detail"][0]["msg"]
+
+
+def test_brackets_inside_strings_do_not_count_as_depth():
+    from taglens.server.inputs import json_depth
+
+    assert json_depth(b'{"q": ["[[[[{{{{\\"[[["], "a": [[1]]}') == 3
+    assert json_depth(b"1") == 0
