@@ -125,6 +125,6 @@ class Settings(BaseSettings):
         """The Host header values accepted (``("*",)``: any)."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        if is_loopback(self.host):
-            return ("127.0.0.1", "localhost", "::1", "[::1]")
+        if is_loopback(self.host):  # the names of this machine, and the address bound (127.0.0.2 too)
+            return tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", "[::1]", self.host.strip("[]").lower())))
         return ("*",)
