@@ -70,6 +70,9 @@ class Service:
         self._admitted = 0
         self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
+        self.decode_options = decode
+        # thumbnails decode outside the engine (no model sees them): as many at once as it has decoders
+        self._thumbnail_slots = threading.BoundedSemaphore(settings.decode_workers)
         metrics.queue_depth.set_function(lambda: self._admitted)
         metrics.batcher_pending.set_function(lambda: self.engine.batcher.pending)
 
@@ -140,6 +143,21 @@ class Service:
         now = seconds / size
         self._cost[model] = now if previous is None else 0.8 * previous + 0.2 * now
         self.metrics.observe_batch(model, size, seconds)
+
+    # ---- thumbnails -----------------------------------------------------------------------------
+
+    async def thumbnail(self, make: Any, *args: Any) -> Any:
+        """``make(*args, limits)`` (a thumbnail decode) as one admitted image (or `QueueFull`), on
+        one of ``decode_workers`` slots, with the server's decode limits: a burst of thumbnails
+        waits its turn instead of decoding all at once in Starlette's thread pool."""
+        from starlette.concurrency import run_in_threadpool
+
+        def bounded() -> Any:
+            with self._thumbnail_slots:
+                return make(*args, self.decode_options)
+
+        with self.admit(1):
+            return await run_in_threadpool(bounded)
 
     # ---- running --------------------------------------------------------------------------------
 
