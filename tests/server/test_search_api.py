@@ -205,6 +205,8 @@ def test_thumbnails_are_admitted_bounded_and_cached_on_disk(make_client, library
     assert [a.status_code for a in answers] == [200] * 8
     assert most[0] <= 2 and len(decoded) == 8
     assert all(options.max_pixels == 10_000_000 and options.draft for _, options in decoded)
+    budget = client.app.state.service.thumbnail_budget
+    assert 96 * 72 <= budget.most <= 2 * 96 * 72 and budget.used == 0  # each held its header's pixels
     assert any((library["folder"] / "thumbnails").glob("*.jpg"))
 
     restarted = make_client(library=library["folder"], decode_workers=2)

@@ -139,6 +139,12 @@ class Catalog:
                 return Path(row["path"])
         return None
 
+    def pixels(self, image_id: int) -> int:
+        """The pixel count the library recorded for an image (0 when unknown)."""
+        with self._lock:
+            row = self.conn.execute("SELECT width, height FROM contents WHERE id = ?", (image_id,)).fetchone()
+        return int(row["width"] or 0) * int(row["height"] or 0) if row is not None else 0
+
     def thumbnail(self, image_id: int, size: int, limits: DecodeOptions | None = None) -> bytes | None:
         """A JPEG no larger than ``size`` on either side (cached in memory and on disk in the
         library), or None when the file is gone. ``limits``: the server's pixel and byte limits."""

@@ -19,6 +19,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,11 @@ class Service:
         self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
         self.decode_options = decode
-        # thumbnails decode outside the engine (no model sees them): as many at once as it has decoders
-        self._thumbnail_slots = threading.BoundedSemaphore(settings.decode_workers)
+        # Thumbnails decode outside the engine (no model sees them), on threads of their own, as many
+        # as it has decoders (the same few threads, so their malloc arenas are reused: Starlette's 40
+        # threads each kept a decode's worth), and together no more pixels than the largest image allowed.
+        self._thumbnail_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="taglens-thumbnail")
+        self.thumbnail_budget = PixelBudget(settings.max_pixels)
         metrics.queue_depth.set_function(lambda: self._admitted)
         metrics.batcher_pending.set_function(lambda: self.engine.batcher.pending)
 
@@ -83,6 +87,7 @@ class Service:
 
     def close(self) -> None:
         self.engine.close()
+        self._thumbnail_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- models ---------------------------------------------------------------------------------
 
@@ -146,18 +151,17 @@ class Service:
 
     # ---- thumbnails -----------------------------------------------------------------------------
 
-    async def thumbnail(self, make: Any, *args: Any) -> Any:
+    async def thumbnail(self, make: Any, *args: Any, pixels: Any = None) -> Any:
         """``make(*args, limits)`` (a thumbnail decode) as one admitted image (or `QueueFull`), on
-        one of ``decode_workers`` slots, with the server's decode limits: a burst of thumbnails
-        waits its turn instead of decoding all at once in Starlette's thread pool."""
-        from starlette.concurrency import run_in_threadpool
-
+        one of ``decode_workers`` slots and within `thumbnail_budget` (``pixels()``: what its
+        header declares), with the server's decode limits: a burst of thumbnails waits its turn
+        instead of decoding all at once in Starlette's thread pool."""
         def bounded() -> Any:
-            with self._thumbnail_slots:
+            with self.thumbnail_budget.hold(pixels() if pixels else 0):
                 return make(*args, self.decode_options)
 
         with self.admit(1):
-            return await run_in_threadpool(bounded)
+            return await asyncio.wrap_future(self._thumbnail_pool.submit(bounded))
 
     # ---- running --------------------------------------------------------------------------------
 
@@ -181,6 +185,29 @@ class Service:
         for record in records:
             self.metrics.images.labels({"done": "ok"}.get(record.status, record.status)).inc()
         return list(records)
+
+
+class PixelBudget:
+    """At most ``limit`` pixels being decoded at once (one image larger than that runs alone)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.most = 0  # the high-water mark, for tests and metrics
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._room:
+            self._room.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+            self.most = max(self.most, self.used)
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= pixels
+                self._room.notify_all()
 
 
 class TextTowerOnModelThread:

@@ -46,7 +46,8 @@ async def thumbnail(image_id: ImageId, catalog: CatalogDep, settings: SettingsDe
                     size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
     """The image scaled down to fit `size` x `size` (default: the server's --thumbnail-size)."""
     try:
-        data = await service.thumbnail(catalog.thumbnail, image_id, size or settings.thumbnail_size)
+        data = await service.thumbnail(catalog.thumbnail, image_id, size or settings.thumbnail_size,
+                                       pixels=lambda: catalog.pixels(image_id))
     except ImageDecodeError as exc:
         raise HTTPException(404, f"image {image_id} cannot be read now: {exc.reason}") from None
     if data is None:
