@@ -168,3 +168,65 @@ def test_brackets_inside_strings_do_not_count_as_depth():
 
     assert json_depth(b'{"q": ["[[[[{{{{\\"[[["], "a": [[1]]}') == 3
     assert json_depth(b"1") == 0
+
+
+def test_a_client_trickling_header_lines_is_cut_off_and_one_client_holds_few_connections(models):
+    import uvicorn
+
+    from taglens.server import create_app
+    from taglens.server.connections import uvicorn_options
+
+    settings = Settings(**models, device="cpu", header_timeout_s=1.0, max_connections_per_client=3)
+    server = LiveServer(settings)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=server.port, log_level="warning",
+                            lifespan="on", **uvicorn_options(settings))
+    server.server = uvicorn.Server(config)
+    server.thread = threading.Thread(target=server.server.run, daemon=True)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")  # one header line at a time, never the blank line
+            except OSError:
+                closed = True
+                break
+            try:
+                s.settimeout(0.3)
+                if s.recv(1024) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed and time.monotonic() - started < 4, "a trickling client was never cut off"
+
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(5)]
+        try:
+            answers = []
+            for c in held:
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                try:
+                    answers.append(c.recv(64).startswith(b"HTTP/1.1 200"))
+                except OSError:
+                    answers.append(False)
+            assert answers[:3] == [True] * 3 and not any(answers[3:]), answers
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_retry_after_follows_the_measured_drain_rate():
+    """Images finished at 20 per second with 40 queued: about 2 s, whatever the batch times say."""
+    from collections import deque
+
+    from taglens.server.service import Service
+
+    service = Service.__new__(Service)
+    now = time.monotonic()
+    service._finished = deque([(now - 5 + 0.5 * i, 10) for i in range(10)])  # 100 images over the last 5 s
+    service._cost = {"joytag": 0.7}  # a stale per-image batch cost that would say 28 s
+    service._admitted = 40
+    assert service._retry_after() in (2, 3)
+    service._finished = deque()
+    assert service._retry_after() == 28  # nothing finished yet: the batch-time estimate

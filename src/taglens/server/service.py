@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from taglens.server.settings import Settings
 from taglens.models.modelset import ModelSet, TaskRequest
 
 JOB_CACHE = 256  # distinct option sets whose jobs are kept
+DRAIN_WINDOW_S = 30.0  # Retry-After: the drain rate over this many recent seconds
 
 
 class QueueFull(Exception):
@@ -71,6 +74,7 @@ class Service:
         self._admitted = 0
         self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
+        self._finished: deque[tuple[float, int]] = deque(maxlen=4096)  # (when, images) per finished request
         self.decode_options = decode
         # Thumbnails decode outside the engine (no model sees them), on threads of their own, as many
         # as it has decoders (the same few threads, so their malloc arenas are reused: Starlette's 40
@@ -139,9 +143,18 @@ class Service:
                 self._admitted -= n
 
     def _retry_after(self) -> int:
-        """Seconds until the images now queued should be done, from recent batches (1..60)."""
-        per_image = sum(self._cost.values()) or 0.05
-        return int(min(60, max(1, math.ceil(self._admitted * per_image))))
+        """Seconds until the images now queued should be done (1..60): at the rate images were
+        finished over the last `DRAIN_WINDOW_S` seconds, or, before any finished, from recent
+        batch times."""
+        now = time.monotonic()
+        while self._finished and now - self._finished[0][0] > DRAIN_WINDOW_S:
+            self._finished.popleft()
+        if len(self._finished) >= 2 and now > self._finished[0][0]:
+            rate = sum(n for _, n in self._finished) / (now - self._finished[0][0])
+            seconds = self._admitted / rate
+        else:
+            seconds = self._admitted * (sum(self._cost.values()) or 0.05)
+        return int(min(60, max(1, math.ceil(seconds))))
 
     def _on_batch(self, model: str, size: int, seconds: float) -> None:
         previous = self._cost.get(model)
@@ -184,6 +197,7 @@ class Service:
             raise
         for record in records:
             self.metrics.images.labels({"done": "ok"}.get(record.status, record.status)).inc()
+        self._finished.append((time.monotonic(), len(records)))
         return list(records)
 
 

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1, le=256)
     request_timeout_s: float = Field(60.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0)  # taglens.server.connections
+    max_connections_per_client: int = Field(64, ge=1)
     max_request_bytes: int = Field(64 * MiB, ge=1024)
     max_image_bytes: int = Field(32 * MiB, ge=1)
     max_images_per_request: int = Field(64, ge=1)
