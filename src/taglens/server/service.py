@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,11 +164,12 @@ class Service:
 
     # ---- thumbnails -----------------------------------------------------------------------------
 
-    async def thumbnail(self, make: Any, *args: Any, pixels: Any = None) -> Any:
+    async def thumbnail(self, make: Callable[..., Any], *args: Any, pixels: Callable[[], int] | None = None) -> Any:
         """``make(*args, limits)`` (a thumbnail decode) as one admitted image (or `QueueFull`), on
-        one of ``decode_workers`` slots and within `thumbnail_budget` (``pixels()``: what its
-        header declares), with the server's decode limits: a burst of thumbnails waits its turn
-        instead of decoding all at once in Starlette's thread pool."""
+        one of the ``decode_workers`` thumbnail threads and within `thumbnail_budget` (``pixels()``:
+        the image's pixel count), with the server's decode limits: a burst of thumbnails waits its
+        turn instead of decoding all at once in Starlette's thread pool."""
+
         def bounded() -> Any:
             with self.thumbnail_budget.hold(pixels() if pixels else 0):
                 return make(*args, self.decode_options)
