@@ -227,6 +227,84 @@ def test_a_full_file_system(checkpoints, images, mount, command, name):
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]
 
 
+def fill(folder, leave: int) -> None:
+    """Fill the file system of ``folder`` until ``leave`` bytes are free."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(folder / "filler", "wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+
+
+@pytest.fixture
+def many_images(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(24):
+        photo(48, 40, seed=i).save(folder / f"p{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["all.jsonl", "all.csv", "all.parquet"])
+def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_no_part(checkpoints, many_images, mount, name):
+    folder = mount("size=256k")
+    fill(folder, 12 * 1024)  # room for the first records, not for all of them
+    target = folder / name
+    result = taglens("analyze", many_images, *model_flags(checkpoints, "analyze"), "-o", target, "-q")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == f"Error: cannot write {target}: No space left on device" or (
+        name.endswith(".parquet") and result.stderr.strip().startswith(f"Error: cannot write {target}: ")
+        and "No space left on device" in result.stderr and len(result.stderr.strip().splitlines()) == 1), \
+        result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["filler"]
+
+
+def test_index_on_a_full_disk_is_one_line_and_the_library_stays_usable(checkpoints, many_images, mount):
+    folder = mount("size=1m")
+    library = folder / "lib"
+    env = {"TAGLENS_LIBRARY": str(library)}
+    args = ["index", many_images, "--tasks", "tag", "--tagger", checkpoints["joytag"], "-q"]
+    first = taglens(*args[:1], many_images / "p00.png", *args[2:], env=env)
+    assert first.returncode == 0, first.stderr
+    fill(folder, 48 * 1024)  # room to open the library, not to index the rest
+    result = taglens(*args, env=env)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot write the library: database or disk is full; free some space"), line
+    (folder / "filler").unlink()
+    again = taglens(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    stats = taglens("library", "stats", env=env)
+    assert stats.returncode == 0 and "24 indexed" in stats.stdout, stats.stdout
+
+
+def test_stale_part_files_of_a_killed_run_are_removed_and_live_ones_kept(checkpoints, images, tmp_path):
+    import sys
+    import textwrap
+
+    out = tmp_path / "tags.jsonl"
+    stale = tmp_path / f".{out.name}.0badc0de.part"
+    stale.write_bytes(b"\0" * 4096)  # what a SIGKILLed run leaves: nobody holds it
+    os.utime(stale, (1, 1))
+    live = tmp_path / f".{out.name}.1234abcd.part"  # another run, still writing: it holds its lock
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(live)!r}, os.O_WRONLY | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.utime({str(live)!r}, (1, 1))
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        unrelated = tmp_path / ".other.jsonl.0badc0de.part"
+        unrelated.write_bytes(b"x")
+        os.utime(unrelated, (1, 1))
+        result = taglens("tag", images, *model_flags(checkpoints, "tag"), "-o", out, "-q")
+        assert result.returncode == 0, result.stderr
+        assert out.is_file() and not stale.exists() and live.exists() and unrelated.exists()
+    finally:
+        holder.communicate("")
+
+
 # --- permissions ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, name", [("tag", "tags.jsonl"), ("analyze", "all.parquet"),

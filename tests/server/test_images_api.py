@@ -4,6 +4,7 @@ and options, from uploads, base64 and allowed paths; bad images get per-image re
 from __future__ import annotations
 
 import base64
+import json
 import math
 
 import pytest
@@ -14,7 +15,7 @@ from taglens.io.decode import decode
 from taglens.models.tag_selection import TagSelection
 from taglens.models.modelset import TaskRequest
 
-from .conftest import encoded
+from .conftest import encoded, picture
 
 
 def reference(client, request: TaskRequest, sources, names):
@@ -237,3 +238,21 @@ def test_a_job_failing_on_one_image_keeps_the_other_jobs_fields(client, monkeypa
     assert only.status_code == 422
     [record] = only.json()["results"]
     assert record["error"] == record["nsfw_error"] and "injected" in record["error"]
+
+
+def test_a_path_that_is_not_utf8_is_answered_exactly(make_client, tmp_path):
+    """``{"path": ".../bad\\udcff\\udcfe.jpg"}`` (the JSON escape of the bytes \\xff\\xfe) reads that
+    file and the answer names it in the same escaped form, which decodes back to the name's bytes."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    name = os.fsdecode(os.fsencode(folder) + b"/bad\xff\xfe.jpg")
+    picture(1).save(name, format="JPEG")
+    allowed = make_client(allow_paths=[folder])
+    body = json.dumps({"images": [{"path": name}]})  # ensure_ascii: the \\udcXX escapes
+    response = allowed.post("/v1/nsfw", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    response.content.decode("utf-8")
+    [result] = response.json()["results"]
+    assert os.fsencode(result["path"]) == os.fsencode(folder) + b"/bad\xff\xfe.jpg" and "nsfw" in result

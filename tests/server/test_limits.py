@@ -137,3 +137,96 @@ def test_a_body_that_does_not_arrive_in_time_is_408(models):
         reply = s.recv(65536).decode("latin-1")
         assert reply.startswith("HTTP/1.1 408"), reply
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("route, field", [("nsfw", "threshold"), ("tag", "threshold"), ("tag", "top_k"),
+                                          ("analyze", "max_nsfw"), ("search", "min_score"),
+                                          ("search", "max_nsfw")])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_422_naming_the_field(client, route, field, number):
+    image = base64.b64encode(encoded(1)).decode()
+    body = '{"images": [{"data": "%s"}], "%s": %s}' % (image, field, number)
+    if route == "search":
+        body = '{"q": ["a cat"], "%s": %s}' % (field, number)
+    response = client.post(f"/v1/{route}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", field] and "finite" in error["msg"]
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000,
+                                  '{"images": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  '{"q": ["a"], "x": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001])
+def test_json_nested_deep_is_refused_before_parsing(client, body):
+    response = client.post("/v1/search", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "nested" in response.json()["detail"][0]["msg"]
+
+
+def test_brackets_inside_strings_do_not_count_as_depth():
+    from taglens.server.inputs import json_depth
+
+    assert json_depth(b'{"q": ["[[[[{{{{\\"[[["], "a": [[1]]}') == 3
+    assert json_depth(b"1") == 0
+
+
+def test_a_client_trickling_header_lines_is_cut_off_and_one_client_holds_few_connections(models):
+    import uvicorn
+
+    from taglens.server import create_app
+    from taglens.server.connections import uvicorn_options
+
+    settings = Settings(**models, device="cpu", header_timeout_s=1.0, max_connections_per_client=3)
+    server = LiveServer(settings)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=server.port, log_level="warning",
+                            lifespan="on", **uvicorn_options(settings))
+    server.server = uvicorn.Server(config)
+    server.thread = threading.Thread(target=server.server.run, daemon=True)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")  # one header line at a time, never the blank line
+            except OSError:
+                closed = True
+                break
+            try:
+                s.settimeout(0.3)
+                if s.recv(1024) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed and time.monotonic() - started < 4, "a trickling client was never cut off"
+
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(5)]
+        try:
+            answers = []
+            for c in held:
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                try:
+                    answers.append(c.recv(64).startswith(b"HTTP/1.1 200"))
+                except OSError:
+                    answers.append(False)
+            assert answers[:3] == [True] * 3 and not any(answers[3:]), answers
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_retry_after_follows_the_measured_drain_rate():
+    """Images finished at 20 per second with 40 queued: about 2 s, whatever the batch times say."""
+    from collections import deque
+
+    from taglens.server.service import Service
+
+    service = Service.__new__(Service)
+    now = time.monotonic()
+    service._finished = deque([(now - 5 + 0.5 * i, 10) for i in range(10)])  # 100 images over the last 5 s
+    service._cost = {"joytag": 0.7}  # a stale per-image batch cost that would say 28 s
+    service._admitted = 40
+    assert service._retry_after() in (2, 3)
+    service._finished = deque()
+    assert service._retry_after() == 28  # nothing finished yet: the batch-time estimate

@@ -185,3 +185,52 @@ def test_search_queries_run_their_text_tower_on_the_engines_model_thread(client,
     response = client.get("/v1/search", params={"q": "a query never asked before 7f3a", "limit": 3})
     assert response.status_code == 200, response.text
     assert threads and set(threads) == {"taglens-models"}
+
+
+def test_thumbnails_are_admitted_bounded_and_cached_on_disk(make_client, library, monkeypatch):
+    """A burst of thumbnails decodes at most ``decode_workers`` at once, each counted in the queue
+    (a full queue answers 503), and a thumbnail is kept in the library: a new server (a restart)
+    serves it without decoding again."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import taglens.server.catalog as catalog_module
+
+    real_decode = catalog_module.decode
+    running, most, decoded = [0], [0], []
+    lock = threading.Lock()
+
+    def slow_decode(path, options):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            decoded.append((path, options))
+        time.sleep(0.2)
+        try:
+            return real_decode(path, options)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(catalog_module, "decode", slow_decode)
+    client = make_client(library=library["folder"], decode_workers=2, queue_size=64, max_pixels=10_000_000)
+    ids = sorted({row["content"] for row in client.app.state.catalog.library.conn.execute("SELECT content FROM files")})
+    size = 40 + len(decoded)  # a size no other test asked for: nothing cached yet
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: client.get(f"/v1/images/{i}/thumbnail", params={"size": size}), ids[:8]))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert most[0] <= 2 and len(decoded) == 8
+    assert all(options.max_pixels == 10_000_000 and options.draft for _, options in decoded)
+    budget = client.app.state.service.thumbnail_budget
+    assert 96 * 72 <= budget.most <= 2 * 96 * 72 and budget.used == 0  # each held its header's pixels
+    assert any((library["folder"] / "thumbnails").glob("*.jpg"))
+
+    restarted = make_client(library=library["folder"], decode_workers=2)
+    again = restarted.get(f"/v1/images/{ids[0]}/thumbnail", params={"size": size})
+    assert again.status_code == 200 and len(decoded) == 8  # from the disk cache
+
+    full = make_client(library=library["folder"], queue_size=1, max_images_per_request=1)
+    with full.app.state.service.admit(1):
+        busy = full.get(f"/v1/images/{ids[1]}/thumbnail", params={"size": size + 1})
+    assert busy.status_code == 503 and "retry-after" in busy.headers

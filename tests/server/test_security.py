@@ -151,3 +151,15 @@ def test_the_page_allows_nothing_from_outside(client):
     docs = client.get("/docs").text
     assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn." not in docs
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_loopback_bind_accepts_its_own_address_as_host(models):
+    from fastapi.testclient import TestClient
+
+    from taglens.server import Settings, create_app
+
+    app = create_app(Settings(**models, device="cpu", host="127.0.0.2"))
+    with TestClient(app, base_url="http://127.0.0.2:8000") as own:
+        assert own.get("/healthz").status_code == 200
+        assert own.get("/healthz", headers={"Host": "127.0.0.3:8000"}).status_code == 400
+        assert own.get("/healthz", headers={"Host": "evil.example"}).status_code == 400

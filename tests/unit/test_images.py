@@ -443,3 +443,52 @@ def test_pillow_corpus_every_file_decodes_or_fails_cleanly():
             failed += 1
         assert time.perf_counter() - start < 10, path
     assert ok > 700 and failed > 50
+
+
+# --- headers that declare more than their file holds ------------------------------------------------
+
+def blp_declaring(height: int, size: int) -> bytes:
+    """A BLP2 file of ``size`` bytes whose header declares 1 x ``height`` pixels: the shape of the
+    fuzzed files that made Pillow allocate up to 645 MB before failing "truncated"."""
+    head = b"BLP2" + struct.pack("<ibbbb", 1, 1, 8, 0, 0) + struct.pack("<II", 1, height)
+    head += struct.pack("<16I", 148, *[0] * 15) + struct.pack("<16I", size - 148, *[0] * 15)
+    return (head + bytes(range(256)) * 8)[:size]
+
+
+DECODE_BOUND_MB = 64  # the most a refused file may add to the peak RSS of the process decoding it
+
+
+def peak_growth_mb(files: list[bytes]) -> tuple[float, list[str]]:
+    """Decode ``files`` in a fresh child process: how far its peak RSS (ru_maxrss) rose, and the errors."""
+    import pickle
+    import subprocess
+    import sys
+
+    script = (
+        "import pickle, resource, sys\n"
+        "from taglens.io.decode import DecodeOptions, decode_bytes\n"
+        "from taglens.errors import ImageDecodeError\n"
+        "files = pickle.loads(sys.stdin.buffer.read())\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "errors = []\n"
+        "for data in files:\n"
+        "    try:\n"
+        "        decode_bytes(data, DecodeOptions(), name='f')\n"
+        "        errors.append(None)\n"
+        "    except ImageDecodeError as exc:\n"
+        "        errors.append(exc.reason if hasattr(exc, 'reason') else str(exc))\n"
+        "grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024\n"
+        "sys.stdout.buffer.write(pickle.dumps((grew, errors)))\n")
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(files), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    return pickle.loads(done.stdout)
+
+
+def test_small_files_declaring_huge_images_are_refused_within_a_memory_bound():
+    files = [blp_declaring(h, n) for h, n in [(83_886_338, 284), (67_108_880, 1539), (47_884_801, 889),
+                                               (16_777_474, 187)]]
+    if CORPUS.is_dir():
+        files += [p.read_bytes() for p in sorted(CORPUS.glob("timeout-*.blp")) + sorted(CORPUS.glob("timeout-*.dds"))]
+    grew, errors = peak_growth_mb(files)
+    assert all(e is not None and "truncated image data" in e and "declared" in e for e in errors), errors
+    assert grew < DECODE_BOUND_MB, f"peak RSS rose {grew:.0f} MB decoding {len(files)} refused files"

@@ -51,3 +51,20 @@ def test_suffixes_cover_the_common_formats_and_refuse_postscript():
     suffixes = image_suffixes()
     assert {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic"} <= suffixes
     assert ".eps" not in suffixes and ".ps" not in suffixes
+
+
+def test_a_walk_takes_every_suffix_whose_files_decode(tmp_path):
+    """An ``.mpo`` (opened by Pillow's JPEG plugin) is walked, as it decodes when named: every
+    registered suffix whose sample file decodes is in the walk."""
+    from PIL import Image
+
+    from taglens.io.decode import decode
+
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "a.mpo", format="MPO")
+    decode(tmp_path / "a.mpo")
+    assert [os.path.basename(p) for p in iter_image_paths([str(tmp_path)])] == ["a.mpo"]
+    Image.init()
+    for ext, fmt in Image.registered_extensions().items():
+        if fmt in Image.OPEN or fmt == "MPO":
+            assert ext in image_suffixes() or ext in {".eps", ".ps", ".h5", ".hdf", ".grib", ".bufr", ".fit",
+                                                      ".fits", ".mpg", ".mpeg", ".wmf", ".emf"}, ext

@@ -145,6 +145,40 @@ def test_a_file_changed_since_scoring_is_left_in_place(tmp_path, monkeypatch):
     assert snapshot(source) == original and snapshot(q) == {}
 
 
+@pytest.mark.parametrize("cross_device", [False, True])
+def test_a_file_swapped_after_scoring_is_not_moved(tmp_path, monkeypatch, cross_device):
+    """The replacement (never scored) stays where it is, on the same file system as across one."""
+    source, q = tmp_path / "photos", tmp_path / "q"
+    write_images(source, ["a.png", "b.png"])
+    [scored] = plan(source, ["a.png"])
+    os.replace(source / "b.png", source / "a.png")  # swapped by something else after scoring
+    swapped = snapshot(source)
+    if cross_device:
+        force_cross_device(monkeypatch)
+    [outcome] = put_all(q, "move", [scored])
+    assert outcome.status == "failed" and "changed since it was scored" in outcome.reason
+    assert snapshot(source) == swapped and snapshot(q) == {}
+
+
+def test_a_swap_between_the_check_and_the_rename_is_moved_back(tmp_path, monkeypatch):
+    source, q = tmp_path / "photos", tmp_path / "q"
+    write_images(source, ["a.png", "b.png"])
+    [scored] = plan(source, ["a.png"])
+    real_rename = transfer.rename_noreplace
+
+    def rename_noreplace(src, dst):
+        if src == str(source / "a.png") and (source / "b.png").exists():
+            os.replace(source / "b.png", source / "a.png")  # the race: after the hash, before the rename
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(transfer, "rename_noreplace", rename_noreplace)
+    [outcome] = put_all(q, "move", [scored])
+    assert outcome.status == "failed" and "replaced after it was scored" in outcome.reason, outcome
+    assert sha(source / "a.png") != scored[2] and snapshot(q) == {}
+    [intent] = [line for line in journal_lines(q / JOURNAL_NAME) if line["op"] == "intent"]
+    assert intent["sha256"] == scored[2]
+
+
 def test_an_undeletable_original_is_not_left_in_two_places(tmp_path, monkeypatch):
     source, q = tmp_path / "photos", tmp_path / "q"
     original = write_images(source, ["a.png"])

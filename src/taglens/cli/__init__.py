@@ -5,8 +5,10 @@ Heavy imports (torch, transformers) happen inside commands, so ``taglens --help`
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,12 @@ from taglens.errors import Interrupted, InvalidRequestError, TaglensError
 # images; `taglens.cli.runner.exit_status`), 1 failed, 2 usage error (click's own, and every
 # InvalidRequestError, turned into one here), 130 interrupted (Ctrl-C; `taglens.cli.runner`
 # first says what was kept).
+
+
+# a full disk, wherever it shows (SQLite says "database or disk is full"); the library's database
+# rolls back to its last commit, and every output file is written to a temporary name first
+DISK_FULL = ("cannot write {what}: {reason}; free some space and run the command again "
+             "(what was written before is intact)")
 
 
 class TaglensGroup(click.Group):
@@ -56,6 +64,15 @@ def _one_line_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
             raise click.UsageError(str(exc)) from None
         except TaglensError as exc:
             raise click.ClickException(str(exc)) from None
+        except sqlite3.OperationalError as exc:
+            if "disk is full" not in str(exc):
+                raise
+            raise click.ClickException(DISK_FULL.format(what="the library", reason=exc)) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            what = exc.filename or "a file"
+            raise click.ClickException(DISK_FULL.format(what=what, reason=exc.strerror or exc)) from None
 
     run._taglens_errors = True  # type: ignore[attr-defined]
     return run

@@ -195,6 +195,7 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
     """(sink, target to commit or discard, skip) for the chosen format: a temporary file renamed at
     the end, or with ``resume`` an append to the existing file that skips the paths it holds."""
     from taglens.io.arrow import job_metadata
+    from taglens.io.names import printable
     from taglens.io.resume import completed_paths, open_for_append
     from taglens.io.sinks import CsvSink, JsonlSink, ParquetSink, csv_columns, open_text_output
 
@@ -209,6 +210,7 @@ def open_sink(fmt: str, output: str | None, fields: tuple[str, ...], models: Any
         sink = JsonlSink(appended.stream) if fmt == "jsonl" else CsvSink(appended.stream, fields, header=fresh)
         if done and not quiet:
             click.echo(f"taglens: resuming {output}: {len(done)} images already there, doing the rest", err=True)
-        return sink, appended, (lambda path: path in done) if done else None
+        # a CSV holds a name that is not UTF-8 in its printable form: compare in that form
+        return sink, appended, (lambda path: path in done or printable(path) in done) if done else None
     stream, target = open_text_output(output)
     return (JsonlSink(stream) if fmt == "jsonl" else CsvSink(stream, fields)), target, None

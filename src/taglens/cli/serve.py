@@ -121,10 +121,10 @@ def serve(library_dir: str | None, log_level: str, allow_paths: tuple[str, ...],
     url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     click.echo(f"taglens serve: http://{url_host}:{settings.port}/ (API docs at /docs"
                + (f", library {settings.library}" if settings.library else ", no library") + ")", err=True)
+    from taglens.server.connections import uvicorn_options
+
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                server_header=False, proxy_headers=False, timeout_keep_alive=5,
-                # a backstop against connection floods; the queue's own 503 (with Retry-After) comes first
-                limit_concurrency=1024 + 4 * settings.queue_size)
+                **uvicorn_options(settings))
 
 
 def _library_folder(explicit: str | None) -> Path | None:

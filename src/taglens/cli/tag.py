@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from typing import IO, Any
 
 import click
 
 from taglens.cli.captions import caption_hook, caption_options, caption_writer
 from taglens.cli.options import FRACTION, input_options, output_options, runtime_options
+from taglens.io.names import dumps, printable
 from taglens.models import registry
 from taglens.records import Record
 
@@ -124,12 +124,13 @@ class TextSink:
         self.stream, self.scores = stream, scores
 
     def write(self, record: Record) -> None:
+        path = printable(record.path)
         if record.error is not None:
-            line = f"{record.path}\terror: {record.error}"
+            line = f"{path}\terror: {printable(record.error)}"
         elif self.scores:
-            line = record.path + "\t" + ", ".join(f"{t.tag} ({t.score:.3f})" for t in record.tags or ())
+            line = path + "\t" + ", ".join(f"{t.tag} ({t.score:.3f})" for t in record.tags or ())
         else:
-            line = record.path + "\t" + ", ".join(t.tag for t in record.tags or ())
+            line = path + "\t" + ", ".join(t.tag for t in record.tags or ())
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -147,7 +148,7 @@ class NamesJsonlSink:
         data = record.to_json(embedding=False)
         if "tags" in data:
             data["tags"] = [t["tag"] for t in data["tags"]]
-        self.stream.write(json.dumps(data, ensure_ascii=False) + "\n")
+        self.stream.write(dumps(data) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -167,7 +168,8 @@ class NamesCsvSink:
         from taglens.io.sinks import names_json
 
         tags = "" if record.tags is None else names_json(t.tag for t in record.tags)
-        self.writer.writerow([record.path, record.error or "", tags, record.task_errors.get("tag", "")])
+        self.writer.writerow([printable(record.path), printable(record.error or ""), tags,
+                              printable(record.task_errors.get("tag", ""))])
         self.stream.flush()
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from taglens.io.names import printable
 from taglens.records import (FACT_FIELDS, JOB_FIELDS, TASK_FIELDS, TASK_OF_FIELD, Part, Record, error_field,
                              field_types)
 
@@ -91,14 +92,18 @@ def record_schema(fields: Sequence[str], dim: int | None = None, *, key: str = "
     return pa.schema(columns, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
+def _text(value: str | None) -> str | None:
+    return None if value is None else printable(value)
+
+
 def records_to_table(records: Sequence[Record], schema: pa.Schema) -> pa.Table:
     """Build one table from records (errors keep their row, with null job columns)."""
     names = schema.names
     key = names[0]
-    data: dict[str, Any] = {key: [r.path for r in records], "error": [r.error for r in records]}
+    data: dict[str, Any] = {key: [printable(r.path) for r in records], "error": [_text(r.error) for r in records]}
     for name in names[2:]:
         if name in _ERRORS:
-            data[name] = [r.task_errors.get(_ERRORS[name]) for r in records]
+            data[name] = [_text(r.task_errors.get(_ERRORS[name])) for r in records]
         elif name in _FACTS:
             data[name] = [getattr(r, name) for r in records]
         elif name in _JOB_TYPES:

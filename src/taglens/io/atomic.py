@@ -11,7 +11,9 @@ is an error, as for a shell redirection).
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,13 +29,20 @@ class TempPath:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.replaces = self.path.exists()
-        self.tmp = _create_beside(self.path)
+        remove_stale_parts(self.path)
+        self.tmp, self._lock = _create_beside(self.path)
 
     def commit(self) -> None:
         self._rename(self.path)
 
     def discard(self) -> None:
         self.tmp.unlink(missing_ok=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def keep(self) -> Path:
         """What was written so far, kept (a run was interrupted): under the real name when there was
@@ -49,6 +58,8 @@ class TempPath:
         except OSError as exc:
             self.discard()
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        self._unlock()
+        fsync_folder(path.parent)  # the rename itself is durable, not only the bytes
 
     def __enter__(self) -> TempPath:
         return self
@@ -117,9 +128,68 @@ def is_stream(path: str | os.PathLike) -> bool:
         return False
 
 
-def _create_beside(path: Path) -> Path:
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """fsync a folder, so that a rename or a new name in it survives a power loss (best effort:
+    Windows cannot open folders, and some file systems refuse the call)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+STALE_AFTER_S = 2.0  # a temporary file is locked within microseconds of its creation
+
+
+def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Remove the ``.NAME.XXXX.part`` files a killed run left beside ``path`` (a full disk's worth,
+    perhaps): those no process holds locked (every writer keeps its own locked until it is renamed
+    or removed), and older than a moment. Returns what was removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.part")
+    removed = []
+    try:
+        names = [n for n in os.listdir(path.parent) if pattern.fullmatch(n)]
+    except OSError:
+        return removed
+    for name in names:
+        part = path.parent / name
+        try:
+            fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd) and time.time() - os.fstat(fd).st_mtime > STALE_AFTER_S:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; True when taken (always, without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: an open file cannot be removed there anyway
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _create_beside(path: Path) -> tuple[Path, int]:
     """A new, empty ``.NAME.XXXX.part`` in ``path``'s folder, with ``path``'s mode when it exists,
-    else the umask's."""
+    else the umask's, and a descriptor holding it locked (so `remove_stale_parts` leaves it alone)."""
     folder = path.parent
     for _ in range(100):
         tmp = folder / f".{path.name}.{secrets.token_hex(4)}.part"
@@ -129,13 +199,12 @@ def _create_beside(path: Path) -> Path:
             continue
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {_reason(exc, folder)}") from None
+        _try_lock(fd)
         try:
             os.fchmod(fd, path.stat().st_mode & 0o7777)
         except OSError:
             pass  # a new file: the umask's mode stands
-        finally:
-            os.close(fd)
-        return tmp
+        return tmp, fd
     raise OutputError(f"cannot write {path}: no free temporary name in {folder}")
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taglens.errors import CaptionError
+from taglens.io.atomic import fsync_folder
 from taglens.records import Record
 
 EXISTING_MODES = ("skip", "overwrite", "append")
@@ -202,6 +203,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -44,6 +44,12 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # Ghostscript-backed formats execute an interpreter on the input: never opened.
 _REFUSED_FORMATS = frozenset({"EPS"})
 _DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+# The most pixels one byte of a file can hold, for formats whose payload has a bounded rate (BLP:
+# palette, raw, DXT at 0.5 byte/pixel, or JPEG; DDS: DXT or raw), with a wide margin: a header
+# declaring more is a truncated file, refused before the decoder allocates what it declares.
+# Formats whose compression has no such bound (PNG, TIFF G4, WebP, GIF, ...) are bounded by
+# ``max_pixels`` (and in the server by its decode budget) only.
+PIXELS_PER_BYTE = {"BLP": 1024, "DDS": 16}
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _WHITE = (255, 255, 255)
@@ -177,7 +183,7 @@ def decode_bytes(data: bytes, options: DecodeOptions, *, name: str) -> DecodedIm
         except Exception as exc:  # Pillow's plugins raise many types on hostile headers
             raise ImageDecodeError(name, f"corrupt image header ({_exc_text(exc)})") from None
         with im:
-            return _from_opened(im, options, name)
+            return _from_opened(im, options, name, file_bytes=len(data))
 
 
 # --- taglens's pixel limit in place of Pillow's -------------------------------------------------------
@@ -220,10 +226,11 @@ def _install_pixel_check() -> None:
     Image._decompression_bomb_check = check
 
 
-def _from_opened(im: Image.Image, options: DecodeOptions, name: str) -> DecodedImage:
+def _from_opened(im: Image.Image, options: DecodeOptions, name: str, *, file_bytes: int | None = None) -> DecodedImage:
     fmt = im.format
     width, height = im.size
     _check_pixels(width, height, options, name)
+    _check_density(width, height, fmt, file_bytes, name)
     draft_scale = 1
     if options.draft and options.target_size and fmt in _DRAFT_FORMATS:
         draft_scale = _apply_draft(im, options.target_size)
@@ -262,6 +269,16 @@ def _check_pixels(width: int, height: int, options: DecodeOptions, name: str) ->
         raise ImageDecodeError(name, f"corrupt image header (size {width}x{height})")
     if width * height > options.max_pixels:
         raise ImageDecodeError(name, f"too large: {_limit_text(width, height, options.max_pixels)}")
+
+
+def _check_density(width: int, height: int, fmt: str | None, file_bytes: int | None, name: str) -> None:
+    """Refuse a header that declares more pixels than its file can hold (`PIXELS_PER_BYTE`): a
+    decoder allocates the declared size before it finds the data missing (a 284-byte BLP declaring
+    84 megapixels took 645 MB to fail "truncated")."""
+    most = PIXELS_PER_BYTE.get(fmt or "")
+    if most is not None and file_bytes is not None and width * height > most * file_bytes:
+        raise ImageDecodeError(name, f"truncated image data: {width}x{height} = {width * height} pixels declared "
+                                     f"in a {file_bytes}-byte {fmt} file, which holds at most {most} per byte")
 
 
 def _apply_draft(im: Image.Image, target: int) -> int:

@@ -19,10 +19,16 @@ from PIL import Image
 _NOT_PICTURES = {".eps", ".ps", ".h5", ".hdf", ".grib", ".bufr", ".fit", ".fits", ".mpg", ".mpeg", ".wmf", ".emf"}
 
 
+# Formats Pillow opens through another format's plugin (the JPEG plugin opens an MPO as MPO).
+# Quake's .wal is not here: `Image.open` cannot read it (only `WalImagePlugin.open` can).
+_OPENED_BY = {"MPO": "JPEG"}
+
+
 def image_suffixes() -> frozenset[str]:
     """Lower-case suffixes of every format Pillow can open here, plus HEIC/HEIF (via pillow-heif)."""
     Image.init()
-    opened = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    opened = {ext for ext, fmt in Image.registered_extensions().items()
+              if fmt in Image.OPEN or _OPENED_BY.get(fmt) in Image.OPEN}
     return frozenset((opened - _NOT_PICTURES) | {".heic", ".heif", ".hif", ".avif"})
 
 

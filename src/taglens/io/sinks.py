@@ -22,6 +22,7 @@ from typing import IO, Protocol
 import numpy as np
 
 from taglens.io.atomic import AtomicFile, TempPath, is_stream, partial_path
+from taglens.io.names import dumps, printable
 from taglens.errors import OutputError
 from taglens.records import TASK_OF_FIELD, Record, error_field
 
@@ -60,7 +61,7 @@ class JsonlSink:
         self.embedding = embedding
 
     def write(self, record: Record) -> None:
-        self.stream.write(json.dumps(record.to_json(embedding=self.embedding), ensure_ascii=False) + "\n")
+        self.stream.write(dumps(record.to_json(embedding=self.embedding)) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -115,7 +116,7 @@ class CsvSink:
                        nsfw_scores=json.dumps(record.nsfw.scores, ensure_ascii=False))
         if record.embedding is not None:
             row["embedding"] = json.dumps([float(v) for v in record.embedding])
-        self.writer.writerow(row)
+        self.writer.writerow({k: printable(v) if isinstance(v, str) else v for k, v in row.items()})
         self.stream.flush()
 
     def close(self) -> None:
@@ -285,7 +286,7 @@ class NpySink:
         try:
             np.save(out.stream, matrix)
             if keys is not None:
-                keys.stream.write("".join(k.replace("\n", " ") + "\n" for k in self.keys))
+                keys.stream.write("".join(printable(k).replace("\n", " ") + "\n" for k in self.keys))
                 keys.commit()
                 keys_written = True
             out.commit()

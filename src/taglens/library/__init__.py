@@ -242,6 +242,11 @@ class Library:
         return {"id": image, "sha256": content["sha256"], "width": content["width"], "height": content["height"],
                 "paths": paths, "tags": shown["tags"], "nsfw": shown["nsfw"]}
 
+    def image_size(self, image: int) -> tuple[int, int] | None:
+        """(width, height) recorded for an image (zeros where unknown); None for an unknown id."""
+        content = db.content_by_id(self.conn, image)
+        return None if content is None else (int(content["width"] or 0), int(content["height"] or 0))
+
     def stored_embedding(self, image: int) -> np.ndarray | None:
         """The image's stored embedding under the library's current embedding model."""
         model = db.current_model(self.conn, "embed")

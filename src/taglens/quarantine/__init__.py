@@ -54,6 +54,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from taglens.io.names import dumps
 from taglens.errors import QuarantineError
 from taglens.quarantine.transfers import (
     Mismatch,
@@ -156,7 +157,7 @@ class Journal:
         after a torn one would corrupt it); reopening it resolves whatever was in flight."""
         if self.broken:
             raise QuarantineError(f"journal {self.path} could not be written earlier; stopping")
-        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (dumps(line) + "\n").encode("utf-8")
         try:
             written = os.write(self.fd, data)
             if written != len(data):

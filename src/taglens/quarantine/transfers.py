@@ -63,6 +63,7 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
     """Move (``keep_source=False``) or copy ``src`` to ``dst``, never replacing ``dst``."""
     makedirs_durable(os.path.dirname(dst))
     if not keep_source:
+        scored = verified_state(src, expect_sha256)
         try:
             rename_noreplace(src, dst)
         except OSError as exc:
@@ -71,8 +72,14 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
         else:
             fsync_dir(os.path.dirname(dst))
             fsync_dir(os.path.dirname(src))
+            if scored is not None and file_state(os.lstat(dst)) != scored:
+                # swapped between the check and the rename: what moved was never scored, so it goes back
+                rename_noreplace(dst, src)
+                fsync_dir(os.path.dirname(src))
+                fsync_dir(os.path.dirname(dst))
+                raise Mismatch("the file was replaced after it was scored; left in place")
             return
-    copy_verified(src, tmp, expect_sha256)
+    copied = copy_verified(src, tmp, expect_sha256)
     try:
         rename_noreplace(tmp, dst)
     except OSError:
@@ -81,7 +88,13 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
     fsync_dir(os.path.dirname(dst))
     if not keep_source:
         try:
+            if file_state(os.lstat(src)) != copied:
+                raise Mismatch("the file was replaced while it was copied; left in place")
             os.unlink(src)
+        except Mismatch:
+            os.unlink(dst)  # our copy of what was there before: the new file stays where it is
+            fsync_dir(os.path.dirname(dst))
+            raise
         except OSError as exc:
             os.unlink(dst)  # identical bytes, just written by us: never leave the file twice
             fsync_dir(os.path.dirname(dst))
@@ -90,8 +103,31 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
         fsync_dir(os.path.dirname(src))
 
 
-def copy_verified(src: str, tmp: str, expect_sha256: str | None) -> None:
-    """Copy ``src`` to a new file ``tmp``, fsync it, and check its bytes read back correctly."""
+FileState = tuple[int, int, int, int]
+
+
+def file_state(st: os.stat_result) -> FileState:
+    """Which file this is and whether it changed: device, inode, size, mtime (ns)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def verified_state(src: str, expect_sha256: str | None) -> FileState | None:
+    """The `file_state` of ``src`` once its bytes are checked to be the ``expect_sha256`` they were
+    scored from (`Mismatch` if not; None when there is nothing to check): the file a move may take."""
+    if expect_sha256 is None:
+        return None
+    with open(src, "rb") as f:
+        before = file_state(os.fstat(f.fileno()))
+        read = hashlib.file_digest(f, "sha256").hexdigest()
+        after = file_state(os.fstat(f.fileno()))
+    if read != expect_sha256 or before != after:
+        raise Mismatch("the file changed since it was scored; left in place")
+    return after
+
+
+def copy_verified(src: str, tmp: str, expect_sha256: str | None) -> FileState:
+    """Copy ``src`` to a new file ``tmp``, fsync it, and check its bytes read back correctly;
+    returns the `file_state` of the source it read."""
     digest = hashlib.sha256()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -100,6 +136,7 @@ def copy_verified(src: str, tmp: str, expect_sha256: str | None) -> None:
                 digest.update(chunk)
                 fout.write(chunk)
             fout.flush()
+            state = file_state(os.fstat(fin.fileno()))
             try:
                 os.chmod(tmp, os.stat(src).st_mode & 0o7777)
                 st = os.stat(src)
@@ -121,6 +158,7 @@ def copy_verified(src: str, tmp: str, expect_sha256: str | None) -> None:
     if problem:
         os.unlink(tmp)
         raise Mismatch(problem)
+    return state
 
 
 @functools.cache

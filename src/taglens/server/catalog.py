@@ -17,7 +17,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from PIL import Image
 
 from taglens.io.decode import DecodeOptions, decode
 from taglens.library import Library, db
+from taglens.library.thumbnails import ThumbnailCache
 
 THUMBNAIL_CACHE = 512
 
@@ -51,6 +52,7 @@ class Catalog:
         self.library = library
         self._lock = threading.RLock()
         self._thumbnails: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        self._disk = ThumbnailCache(library.folder / "thumbnails")
 
     @classmethod
     def open(cls, folder: Path, embedder_loader: Callable[[str, str], Any]) -> Catalog:
@@ -99,8 +101,15 @@ class Catalog:
         with self._lock:
             return self.library.unchanged_file(image_id)
 
-    def thumbnail(self, image_id: int, size: int) -> bytes | None:
-        """A JPEG no larger than ``size`` on either side (cached), or None when the file is gone."""
+    def pixels(self, image_id: int) -> int:
+        """The pixel count the library recorded for an image (0 when unknown)."""
+        with self._lock:
+            size = self.library.image_size(image_id)
+        return size[0] * size[1] if size is not None else 0
+
+    def thumbnail(self, image_id: int, size: int, limits: DecodeOptions | None = None) -> bytes | None:
+        """A JPEG no larger than ``size`` on either side (cached in memory and on disk in the
+        library), or None when the file is gone. ``limits``: the server's pixel and byte limits."""
         path = self.file(image_id)
         if path is None:
             return None
@@ -110,12 +119,18 @@ class Catalog:
             if key in self._thumbnails:
                 self._thumbnails.move_to_end(key)
                 return self._thumbnails[key]
-        # A thumbnail is for people, not models: JPEG draft decoding is fine (and much faster) here.
-        image = decode(path, DecodeOptions(draft=True, target_size=size)).image
-        image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        data = buffer.getvalue()
+        disk_key = f"{image_id}:{size}:{key[2]}"
+        data = self._disk.get(disk_key)
+        if data is None:
+            # A thumbnail is for people, not models: JPEG draft decoding is fine (and much faster) here.
+            options = replace(limits or DecodeOptions(), draft=True, target_size=size)
+            image = decode(path, options).image
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=85)
+            data = buffer.getvalue()
+            del image
+            self._disk.put(disk_key, data)
         with self._lock:
             self._thumbnails[key] = data
             while len(self._thumbnails) > THUMBNAIL_CACHE:

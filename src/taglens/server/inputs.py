@@ -16,16 +16,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
+import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from taglens.io.names import printable
 from taglens.server.schemas import THRESHOLD_FIELD, ImageData, ImagePath
 from taglens.server.service import NamedSource
 from taglens.server.settings import Settings
@@ -37,6 +41,7 @@ MAX_FIELDS = 25_000  # room for every list option at its schema's maxItems; beyo
 UPLOAD_TYPES = ("image/", "application/octet-stream")
 # options never split at commas: a prompt template may hold one
 NO_SPLIT = frozenset({"templates", "q", "minus"})
+MAX_JSON_DEPTH = 32  # the deepest body the schemas allow is 4; room for extensions, none for bombs
 
 
 class UnsupportedType(HTTPException):
@@ -61,6 +66,9 @@ def _media_type(request: Request) -> str:
 
 async def _read_json(request: Request, model: type[M], settings: Settings) -> tuple[M, list[NamedSource]]:
     body = await request.body()
+    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ["body"], "input": None,
+                                       "msg": f"JSON nested {depth} deep; the limit is {MAX_JSON_DEPTH}"}])
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -69,12 +77,55 @@ async def _read_json(request: Request, model: type[M], settings: Settings) -> tu
     if not isinstance(data, dict):
         raise RequestValidationError([{"type": "model_type", "loc": ["body"], "msg": "the body must be a JSON object",
                                        "input": None}])
+    if errors := list(_non_finite(data, ["body"])):
+        raise RequestValidationError(errors)
     items = data.get("images")
     if isinstance(items, list) and len(items) > settings.max_images_per_request:
         raise too_many(len(items), settings, "images")
+    names = _take_undecodable_paths(items)
     options = validate(model, data)
+    for i, path in names.items():
+        options.images[i].path = path  # type: ignore[attr-defined]
     images = [_json_image(i, item, settings) for i, item in enumerate(getattr(options, "images", []))]
     return options, images
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it (so a body
+    nested 100,000 deep is refused before the parser recurses): brackets outside strings."""
+    outside = _JSON_STRING.sub(b"", body)
+    codes = np.frombuffer(outside, np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def _non_finite(value: Any, loc: list[Any]) -> Iterator[dict[str, Any]]:
+    """A 422 error, naming the field, for each NaN, Infinity or out-of-range number (``1e400``)
+    that Python's JSON parser reads as a float that is not finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield {"type": "finite_number", "loc": loc, "msg": "Input should be a finite number", "input": None}
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, [*loc, key])
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, [*loc, i])
+
+
+def _take_undecodable_paths(items: Any) -> dict[int, str]:
+    """Each ``images[i].path`` that is not valid UTF-8 (its bytes sent as ``\\udcXX`` escapes, see
+    `taglens.io.names`), replaced by its printable form for validation (pydantic holds only UTF-8),
+    to be put back after it: {i: the path}."""
+    taken = {}
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        path = item.get("path") if isinstance(item, dict) else None
+        if isinstance(path, str) and printable(path) != path:
+            taken[i], item["path"] = path, printable(path)
+    return taken
 
 
 def _json_image(index: int, item: ImageData | ImagePath, settings: Settings) -> NamedSource:
@@ -201,7 +252,11 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False))
+        try:
+            errors = json.loads(exc.json(include_url=False))
+        except ValueError:  # an input JSON cannot hold (text that is not UTF-8): named, not echoed
+            errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"], "input": None}
+                      for e in exc.errors(include_url=False)]
         for error in errors:
             error["loc"] = ["body", *error.get("loc", [])]
             if len(json.dumps(error.get("input"))) > 300:  # never echo a base64 image back

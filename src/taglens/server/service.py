@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,7 @@ from taglens.server.settings import Settings
 from taglens.models.modelset import ModelSet, TaskRequest
 
 JOB_CACHE = 256  # distinct option sets whose jobs are kept
+DRAIN_WINDOW_S = 30.0  # Retry-After: the drain rate over this many recent seconds
 
 
 class QueueFull(Exception):
@@ -70,6 +74,13 @@ class Service:
         self._admitted = 0
         self._jobs: dict[TaskRequest, tuple[Job, ...]] = {}
         self._cost: dict[str, float] = {}  # model -> running estimate of seconds per image in a batch
+        self._finished: deque[tuple[float, int]] = deque(maxlen=4096)  # (when, images) per finished request
+        self.decode_options = decode
+        # Thumbnails decode outside the engine (no model sees them), on threads of their own, as many
+        # as it has decoders (the same few threads, so their malloc arenas are reused: Starlette's 40
+        # threads each kept a decode's worth), and together no more pixels than the largest image allowed.
+        self._thumbnail_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="taglens-thumbnail")
+        self.thumbnail_budget = PixelBudget(settings.max_pixels)
         metrics.queue_depth.set_function(lambda: self._admitted)
         metrics.batcher_pending.set_function(lambda: self.engine.batcher.pending)
 
@@ -80,6 +91,7 @@ class Service:
 
     def close(self) -> None:
         self.engine.close()
+        self._thumbnail_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- models ---------------------------------------------------------------------------------
 
@@ -131,15 +143,39 @@ class Service:
                 self._admitted -= n
 
     def _retry_after(self) -> int:
-        """Seconds until the images now queued should be done, from recent batches (1..60)."""
-        per_image = sum(self._cost.values()) or 0.05
-        return int(min(60, max(1, math.ceil(self._admitted * per_image))))
+        """Seconds until the images now queued should be done (1..60): at the rate images were
+        finished over the last `DRAIN_WINDOW_S` seconds, or, before any finished, from recent
+        batch times."""
+        now = time.monotonic()
+        while self._finished and now - self._finished[0][0] > DRAIN_WINDOW_S:
+            self._finished.popleft()
+        if len(self._finished) >= 2 and now > self._finished[0][0]:
+            rate = sum(n for _, n in self._finished) / (now - self._finished[0][0])
+            seconds = self._admitted / rate
+        else:
+            seconds = self._admitted * (sum(self._cost.values()) or 0.05)
+        return int(min(60, max(1, math.ceil(seconds))))
 
     def _on_batch(self, model: str, size: int, seconds: float) -> None:
         previous = self._cost.get(model)
         now = seconds / size
         self._cost[model] = now if previous is None else 0.8 * previous + 0.2 * now
         self.metrics.observe_batch(model, size, seconds)
+
+    # ---- thumbnails -----------------------------------------------------------------------------
+
+    async def thumbnail(self, make: Callable[..., Any], *args: Any, pixels: Callable[[], int] | None = None) -> Any:
+        """``make(*args, limits)`` (a thumbnail decode) as one admitted image (or `QueueFull`), on
+        one of the ``decode_workers`` thumbnail threads and within `thumbnail_budget` (``pixels()``:
+        the image's pixel count), with the server's decode limits: a burst of thumbnails waits its
+        turn instead of decoding all at once in Starlette's thread pool."""
+
+        def bounded() -> Any:
+            with self.thumbnail_budget.hold(pixels() if pixels else 0):
+                return make(*args, self.decode_options)
+
+        with self.admit(1):
+            return await asyncio.wrap_future(self._thumbnail_pool.submit(bounded))
 
     # ---- running --------------------------------------------------------------------------------
 
@@ -162,7 +198,31 @@ class Service:
             raise
         for record in records:
             self.metrics.images.labels({"done": "ok"}.get(record.status, record.status)).inc()
+        self._finished.append((time.monotonic(), len(records)))
         return list(records)
+
+
+class PixelBudget:
+    """At most ``limit`` pixels being decoded at once (one image larger than that runs alone)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.most = 0  # the high-water mark, for tests and metrics
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._room:
+            self._room.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+            self.most = max(self.most, self.used)
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= pixels
+                self._room.notify_all()
 
 
 class TextTowerOnModelThread:

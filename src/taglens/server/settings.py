@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     """Decode threads; None: sized with torch's threads (`taglens.engine.threads`)."""
     request_timeout_s: float = Field(60.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0)  # taglens.server.connections
+    max_connections_per_client: int = Field(64, ge=1)
     max_request_bytes: int = Field(64 * MiB, ge=1024)
     max_image_bytes: int = Field(32 * MiB, ge=1)
     max_images_per_request: int = Field(64, ge=1)
@@ -125,6 +127,6 @@ class Settings(BaseSettings):
         """The Host header values accepted (``("*",)``: any)."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        if is_loopback(self.host):
-            return ("127.0.0.1", "localhost", "::1", "[::1]")
+        if is_loopback(self.host):  # the names of this machine, and the address bound (127.0.0.2 too)
+            return tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", "[::1]", self.host.strip("[]").lower())))
         return ("*",)

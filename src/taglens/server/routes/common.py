@@ -10,7 +10,6 @@ holds each image's reasons.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -18,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from taglens.io.names import dumps
 from taglens.server.inputs import read_request
 from taglens.server.schemas import ErrorOut, ImageErrorsOut, ResultsOut, UnknownTagsOut
 from taglens.server.service import Service
@@ -63,11 +63,12 @@ async def run_images(request: Request, json_model: type[BaseModel], service: Ser
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
-    """JSON, with any non-finite score written as null (NaN is not JSON)."""
+    """JSON, with any non-finite score written as null (NaN is not JSON) and a file name that is
+    not UTF-8 in its ``\\udcXX`` form (`taglens.io.names.dumps`)."""
     try:
-        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        body = dumps(content, allow_nan=False, separators=(",", ":"))
     except ValueError:
-        body = json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"))
+        body = dumps(_finite(content), separators=(",", ":"))
     return Response(body.encode("utf-8"), status_code, media_type="application/json")
 
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from taglens.errors import ImageDecodeError
 from taglens.server.catalog import SearchQuery, media_type
-from taglens.server.deps import CatalogDep, SettingsDep
+from taglens.server.deps import CatalogDep, ServiceDep, SettingsDep
 from taglens.server.routes.common import json_response
 from taglens.server.schemas import ErrorOut, ImageInfoOut, SearchOut
 from taglens.server.security import IMAGE_CSP
@@ -42,11 +42,12 @@ async def image(image_id: ImageId, catalog: CatalogDep) -> Response:
 @router.get("/{image_id}/thumbnail", summary="A JPEG thumbnail",
             responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG, at most `size` pixels a side."},
                        **NOT_FOUND})
-async def thumbnail(image_id: ImageId, catalog: CatalogDep, settings: SettingsDep,
+async def thumbnail(image_id: ImageId, catalog: CatalogDep, settings: SettingsDep, service: ServiceDep,
                     size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
     """The image scaled down to fit `size` x `size` (default: the server's --thumbnail-size)."""
     try:
-        data = await run_in_threadpool(catalog.thumbnail, image_id, size or settings.thumbnail_size)
+        data = await service.thumbnail(catalog.thumbnail, image_id, size or settings.thumbnail_size,
+                                       pixels=lambda: catalog.pixels(image_id))
     except ImageDecodeError as exc:
         raise HTTPException(404, f"image {image_id} cannot be read now: {exc.reason}") from None
     if data is None:
