@@ -42,7 +42,8 @@ from common import DEFAULT_WORKDIR, checkpoint, make_photos
 
 from taglens.engine import EngineOptions, run
 from taglens.engine.device_preprocess import nvjpeg_decode, pillow_decode, prepare_on_device, unavailable
-from taglens.engine.gpu_sizing import auto_batch_size, gpu_decode_workers
+from taglens.engine import threads
+from taglens.engine.gpu_sizing import auto_batch_size
 from taglens.engine.prepare import job_transforms, prepare_source
 from taglens.engine.transfer import collate, resolve
 from taglens.io.decode import DecodeOptions
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transforms, _ = job_transforms(jobs, DecodeOptions())
         batch = args.batch_size or (4 if device.type == "cpu" else
                                     auto_batch_size(device, [t.input_size for t in transforms]))
-        workers = gpu_decode_workers() if device.type == "cuda" else 2
+        workers = threads.sizing("cuda").decode_workers if device.type == "cuda" else 2
         exact_prep = prepare_all(compare, jobs, "exact", device)
         exact = raw_outputs(jobs, exact_prep)
         count = images if dtype != "float32" or args.smoke else max(batch, images // 4)  # float32 is slow
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transforms, _ = job_transforms(jobs, DecodeOptions())
         batch = args.batch_size or (4 if device.type == "cpu" else
                                     auto_batch_size(device, [t.input_size for t in transforms]))
-        options = EngineOptions(batch_size=batch, workers=gpu_decode_workers() if device.type == "cuda" else 2)
+        options = EngineOptions(batch_size=batch, workers=threads.sizing("cuda").decode_workers if device.type == "cuda" else 2)
         compiling = time.perf_counter()
         for size in sorted({batch, *(1 << k for k in range(batch.bit_length()))}):  # every padded shape
             list(run(paths[:size], jobs, options))

@@ -132,7 +132,7 @@ def fsync_folder(folder: str | os.PathLike) -> None:
     """fsync a folder, so that a rename or a new name in it survives a power loss (best effort:
     Windows cannot open folders, and some file systems refuse the call)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder or ".", os.O_RDONLY)
     except OSError:
         return
     try:

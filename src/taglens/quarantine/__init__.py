@@ -56,10 +56,10 @@ from typing import Any, Literal
 
 from taglens.io.names import dumps
 from taglens.errors import QuarantineError
+from taglens.io.atomic import fsync_folder
 from taglens.quarantine.transfers import (
     Mismatch,
     describe,
-    fsync_dir,
     makedirs_durable,
     resolve,
     sha256_file,
@@ -144,7 +144,7 @@ class Journal:
         try:
             _lock(self.fd, self.path)
             if not existed:
-                fsync_dir(parent)
+                fsync_folder(parent)
             self.entries: dict[int, Entry] = {}
             self.token = ""
             self._read()
@@ -380,7 +380,7 @@ def _undo_one(journal: Journal, entry: Entry) -> Outcome:
             transfer(entry.dst, entry.src, _undo_tmp(entry, journal), keep_source=False, expect_sha256=None)
         else:
             os.unlink(entry.dst)
-            fsync_dir(os.path.dirname(entry.dst))
+            fsync_folder(os.path.dirname(entry.dst))
     except FileExistsError:
         return _settle_undo(journal, entry, failure=_TAKEN_MEANWHILE)
     except (OSError, Mismatch) as exc:

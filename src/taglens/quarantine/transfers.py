@@ -22,6 +22,8 @@ import os
 import sys
 from typing import Any
 
+from taglens.io.atomic import fsync_folder
+
 _CHUNK = 1 << 20
 
 
@@ -30,7 +32,7 @@ def resolve(src: str, dst: str, tmp: str, *, keep_source: bool) -> tuple[str, st
     is intact and the destination absent) or ``conflict`` (both kept, with the reason)."""
     if os.path.lexists(tmp):  # only ever present while the source is intact
         os.unlink(tmp)
-        fsync_dir(os.path.dirname(tmp))
+        fsync_folder(os.path.dirname(tmp))
     has_src, has_dst = os.path.lexists(src), os.path.lexists(dst)
     if has_dst and not has_src:
         return "done", None  # the destination appears only complete and verified
@@ -45,13 +47,13 @@ def resolve(src: str, dst: str, tmp: str, *, keep_source: bool) -> tuple[str, st
         return "done", None
     try:
         os.unlink(src)
-        fsync_dir(os.path.dirname(src))
+        fsync_folder(os.path.dirname(src))
         return "done", None
     except OSError as exc:
         # The source cannot be deleted (e.g. a read-only folder): take the copy back out so
         # the file is not left in two places.
         os.unlink(dst)
-        fsync_dir(os.path.dirname(dst))
+        fsync_folder(os.path.dirname(dst))
         return "conflict", f"could not delete the original ({describe(exc)}); left in place"
 
 
@@ -70,13 +72,13 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
             if exc.errno != errno.EXDEV:
                 raise
         else:
-            fsync_dir(os.path.dirname(dst))
-            fsync_dir(os.path.dirname(src))
+            fsync_folder(os.path.dirname(dst))
+            fsync_folder(os.path.dirname(src))
             if scored is not None and file_state(os.lstat(dst)) != scored:
                 # swapped between the check and the rename: what moved was never scored, so it goes back
                 rename_noreplace(dst, src)
-                fsync_dir(os.path.dirname(src))
-                fsync_dir(os.path.dirname(dst))
+                fsync_folder(os.path.dirname(src))
+                fsync_folder(os.path.dirname(dst))
                 raise Mismatch("the file was replaced after it was scored; left in place")
             return
     copied = copy_verified(src, tmp, expect_sha256)
@@ -85,7 +87,7 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
     except OSError:
         os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(dst))
+    fsync_folder(os.path.dirname(dst))
     if not keep_source:
         try:
             if file_state(os.lstat(src)) != copied:
@@ -93,14 +95,14 @@ def transfer(src: str, dst: str, tmp: str, *, keep_source: bool, expect_sha256: 
             os.unlink(src)
         except Mismatch:
             os.unlink(dst)  # our copy of what was there before: the new file stays where it is
-            fsync_dir(os.path.dirname(dst))
+            fsync_folder(os.path.dirname(dst))
             raise
         except OSError as exc:
             os.unlink(dst)  # identical bytes, just written by us: never leave the file twice
-            fsync_dir(os.path.dirname(dst))
+            fsync_folder(os.path.dirname(dst))
             reason = f"could not delete the original ({exc.strerror}); left in place"
             raise OSError(exc.errno, reason) from None
-        fsync_dir(os.path.dirname(src))
+        fsync_folder(os.path.dirname(src))
 
 
 FileState = tuple[int, int, int, int]
@@ -206,20 +208,8 @@ def makedirs_durable(folder: str) -> None:
         except FileExistsError:
             if not os.path.isdir(path):
                 raise NotADirectoryError(errno.ENOTDIR, f"{path} exists and is not a folder") from None
-        fsync_dir(os.path.dirname(path))
+        fsync_folder(os.path.dirname(path))
 
-
-def fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder or ".", os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open folders; its renames are journaled by NTFS itself
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def same_content(a: str, b: str) -> bool:
