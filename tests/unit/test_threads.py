@@ -51,7 +51,7 @@ def test_the_engine_defaults_to_the_rule(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert EngineOptions().workers == 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert EngineOptions().workers == 4
+    assert EngineOptions().workers == 8  # on a GPU every core decodes
 
 
 def test_torch_keeps_a_count_someone_chose(monkeypatch):
