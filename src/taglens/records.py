@@ -50,7 +50,7 @@ class Part:
     """A record field's value type: its JSON form is its dataclass fields, by name."""
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: json_value(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Any:
@@ -144,7 +144,7 @@ class Record:
         for name in JOB_FIELDS:
             value = getattr(self, name)
             if value is not None and (embedding or name != "embedding"):
-                out[name] = _plain(value)
+                out[name] = json_value(value)
         out.update(self.error_fields())
         return out
 
@@ -174,12 +174,12 @@ def wire_fields() -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A field's value as JSON: parts as objects, tuples of parts as lists, arrays as float lists."""
     if isinstance(value, Part):
         return value.to_json()
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, np.ndarray):
         return [float(v) for v in value]
     if isinstance(value, dict):

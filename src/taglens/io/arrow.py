@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from taglens.io.names import printable
 from taglens.records import (FACT_FIELDS, JOB_FIELDS, TASK_FIELDS, TASK_OF_FIELD, Part, Record, error_field,
-                             field_types)
+                             field_types, json_value)
 
 _SCALARS = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
 _NARROW = {"width": pa.int32(), "height": pa.int32()}  # pixel sides: 32 bits are plenty
@@ -107,8 +107,7 @@ def records_to_table(records: Sequence[Record], schema: pa.Schema) -> pa.Table:
         elif name in _FACTS:
             data[name] = [getattr(r, name) for r in records]
         elif name in _JOB_TYPES:
-            data[name] = [r.to_json(embedding=False).get(name) if getattr(r, name) is not None else None
-                          for r in records]
+            data[name] = [json_value(getattr(r, name)) for r in records]
     arrays = [pa.array(data[n], schema.field(n).type) for n in names if n != "embedding"]
     if "embedding" in names:
         arrays.insert(names.index("embedding"), _embedding_array(records, schema.field("embedding").type.list_size))
