@@ -169,7 +169,8 @@ def route_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     a, w = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator) / n**0.5
     packed = cpu_routes.pack_weight(w)
     a16, w16 = a.bfloat16(), w.bfloat16()
-    int8 = cpu_routes.quantize_int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)).eval())
+    engine = cpu_probe.int8_engine(cpu_probe.int8_offer())
+    int8 = cpu_routes.quantize_int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)).eval(), engine=engine)
     candidates = {"torch default float32": lambda: torch.nn.functional.linear(a, w),
                   "oneDNN float32 prepacked": lambda: cpu_routes.onednn_linear(a, packed, None),
                   "bfloat16": lambda: torch.nn.functional.linear(a16, w16),

@@ -1,9 +1,12 @@
 """The CPU's Linear routes (taglens.engine.cpu_routes, cpu_probe, placement): the oneDNN float32
 route gives plain float32's numbers (1e-5) for every family, whichever route the probe would pick
 on this CPU (both are forced here, on Intel with AMX as on AMD), on the same inputs and batch; the
-probe's decision is measured once and cached; int8 quantises every family's Linear layers."""
+probe's decision is measured once and cached; int8 quantises every family's Linear layers but its
+output layers, per channel, on the int8 engine measured fastest."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -111,19 +114,69 @@ def test_a_onednn_computing_float32_in_bfloat16_is_never_chosen(monkeypatch):
     assert decision.chosen == "default" and "bf16" in decision.source
 
 
+OUTPUT_LAYERS = {"joytag": {"head"}, "siglip16": {"vision_model.head.mlp.fc2", "text_model.head"},
+                 "clip": {"visual_projection", "text_projection"}, "vit": {"classifier"}}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_int8_quantises_every_linear_layer_and_stays_near_float32(family, checkpoints, monkeypatch):
+def test_int8_quantises_every_linear_layer_but_the_outputs_and_stays_near_float32(family, checkpoints, monkeypatch):
     monkeypatch.setenv(cpu_probe.ROUTE_ENV, "default")
     _, plain = load(family, checkpoints)
     net, int8 = load(family, checkpoints, dtype="int8")
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-    assert net.matmul_route.startswith("dynamic int8")
-    assert any(isinstance(m, DynamicInt8Linear) for m in net.modules())
-    assert not cpu_routes.linear_shapes(net)  # no float32 nn.Linear left
+    assert net.matmul_route.startswith("dynamic int8 on torch's")
+    quantised = [m for m in net.modules() if isinstance(m, DynamicInt8Linear)]
+    assert quantised and all(m.weight().qscheme() == torch.per_channel_affine for m in quantised)
+    float32 = {name for name, m in net.named_modules() if type(m) is nn.Linear}
+    assert float32 == OUTPUT_LAYERS[family]  # every other nn.Linear is int8
     want, got = plain(None), int8(None)
     assert np.isfinite(got).all() and got.shape == want.shape
     assert np.abs(got - want).max() <= 0.1 * max(1.0, float(np.abs(want).max()))
+
+
+def test_the_probe_wants_onednn_faster_for_one_image_and_for_a_batch(monkeypatch):
+    """Faster at 256 rows but slower at a batch's rows (as on a Xeon with AMX): the default."""
+    monkeypatch.setenv(cpu_probe.ROUTE_ENV, "probe")
+    timings = iter([{"default": 1.0, "onednn": 0.5}, {"default": 1.0, "onednn": 1.1}] * 2)
+    monkeypatch.setattr(cpu_probe, "best_interleaved", lambda candidates: next(timings))
+    shapes = cpu_routes.linear_shapes(nn.Linear(32, 32))
+    assert cpu_probe.PROBE_ROWS == (256, 2048)
+    assert cpu_probe.float32_route(shapes).chosen == "default"
+    timings = iter([{"default": 1.0, "onednn": 0.5}, {"default": 1.0, "onednn": 0.9}])
+    assert cpu_probe.float32_route(shapes).chosen == "onednn"
+
+
+def test_int8_runs_on_the_engine_measured_fastest_and_leaves_torchs_setting_alone():
+    offer = cpu_probe.Decision("int8", {"int8 x86": 9.0, "int8 onednn": 5.0, "bfloat16": 7.0}, None, "measured")
+    assert cpu_probe.int8_engine(offer) == "onednn"
+    assert cpu_probe.int8_engine(cpu_probe.Decision("bfloat16", {}, None, "no kernels")) == "x86"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32)).eval()
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        want = net(x)
+        before = torch.backends.quantized.engine
+        outputs = {}
+        for engine in cpu_routes.int8_engines():
+            quantised = cpu_routes.quantize_int8(copy.deepcopy(net), engine=engine, keep_float32=("2",))
+            assert torch.backends.quantized.engine == before
+            assert type(quantised[2]) is nn.Linear and type(quantised[0]) is not nn.Linear
+            outputs[engine] = quantised(x)
+    assert "x86" in outputs
+    for got in outputs.values():
+        assert (got - want).abs().max() <= 0.05 * want.abs().max()
+
+
+def test_the_int8_probe_times_every_engine_against_bfloat16(monkeypatch):
+    monkeypatch.setattr(cpu_probe, "INT8_SHAPES", ((16, 64, 32),))
+    cpu_probe._int8_offer.cache_clear()
+    try:
+        offer = cpu_probe.int8_offer()
+    finally:
+        cpu_probe._int8_offer.cache_clear()
+    assert set(offer.times_ms) == {f"int8 {engine}" for engine in cpu_routes.int8_engines()} | {"bfloat16"}
+    assert offer.chosen in ("int8", "bfloat16") and cpu_probe.int8_engine(offer) in cpu_routes.int8_engines()
 
 
 def test_int8_is_for_the_cpu_only():

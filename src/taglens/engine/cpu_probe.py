@@ -6,11 +6,12 @@ machine slows both alike), best of a few repetitions, in well under a second:
 - `float32_route`: do a model's float32 Linear layers run faster through oneDNN with prepacked
   float32 weights than through torch's default (MKL's sgemm, which takes an AVX2 code path on
   AMD CPUs)? The oneDNN route is chosen only where it is at least 5% faster on the model's own
-  layer shapes and its outputs are within 1e-5 (relative to the largest output) of the default's,
+  layer shapes, both for one image's tokens and for a batch's (`PROBE_ROWS`), and its outputs are within 1e-5 (relative to the largest output) of the default's,
   so a oneDNN set to compute float32 in bfloat16 or TF32 is never chosen.
-- `int8_offer`: is dynamic int8 faster than bfloat16 here (on typical ViT layer shapes, at least
-  5%)? ``--dtype int8`` runs either way (it was asked for); where it is not faster, loading a
-  model says so on one warning line (`taglens.engine.placement`).
+- `int8_offer`: which of torch's int8 engines (fbgemm's x86 kernels, oneDNN's) runs dynamic int8
+  Linear layers fastest here, and is it faster than bfloat16 (on typical ViT layer shapes)? ``--dtype int8`` runs either way (it was asked for), on the faster engine; where it
+  is not faster than bfloat16, loading a model says so on one warning line
+  (`taglens.engine.placement`).
 
 Decisions are kept in ``cpu-routes.json`` in taglens's user cache folder (``$TAGLENS_CACHE_DIR``
 when set), keyed by the CPU (model name and feature flags), torch's version, its thread count
@@ -21,6 +22,7 @@ else a probe), ``probe`` (measure again and cache it), ``default`` or ``onednn``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -38,6 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from taglens.engine import cpu_routes
 from taglens.engine.cpu_routes import onednn_linear, pack_weight, quantize_int8
 
 ROUTE_ENV = "TAGLENS_FLOAT32_ROUTE"
@@ -48,8 +51,10 @@ MARGIN = 0.95
 """A candidate must take at most this fraction of the other's time to be chosen."""
 TOLERANCE = 1e-5
 """Largest difference from the default float32 route, relative to the largest output."""
-PROBE_ROWS = 256
-"""Rows (tokens) of the float32 probe's inputs: one image's patch tokens at 224 px."""
+PROBE_ROWS = (256, 2048)
+"""Rows (tokens) of the float32 probe's inputs: one image's patch tokens at 224 px, and a batch's
+(8 images at 224 px, or 2.6 at JoyTag's 448). oneDNN must be faster at both: on a Xeon with AMX it
+was 8% faster than MKL at 256 rows and 5-10% slower at a batch's rows (docs/analyze.md)."""
 REPEATS = 4
 INT8_SHAPES = ((1576, 768, 3072), (1576, 3072, 768))
 """(rows, in, out) of the int8 probe: a ViT-B/16 MLP on a batch of 8 images at 224 px."""
@@ -91,7 +96,7 @@ def float32_route(shapes: Shapes) -> Decision:
     precision = getattr(torch.backends.mkldnn.matmul, "fp32_precision", "ieee")
     if precision not in ("ieee", "none"):
         return Decision("default", {}, None, f"oneDNN float32 matmuls are set to {precision}")
-    key = "float32 " + ",".join(f"{i}x{o}*{n}" for (i, o), n in sorted(shapes.items()))
+    key = f"float32 rows {'/'.join(map(str, PROBE_ROWS))} " + ",".join(f"{i}x{o}*{n}" for (i, o), n in sorted(shapes.items()))
     try:
         return _cached(key, lambda: _probe_float32(shapes), refresh=forced == "probe")
     except RuntimeError as exc:  # a build or CPU whose oneDNN lacks the op: the default route
@@ -99,17 +104,24 @@ def float32_route(shapes: Shapes) -> Decision:
 
 
 def int8_offer() -> Decision:
-    """Whether dynamic int8 is faster than bfloat16 on this machine (``chosen`` is the faster)."""
+    """Whether dynamic int8 is faster than bfloat16 on this machine (``chosen`` is the faster), and
+    on which of torch's int8 engines (`int8_engine`)."""
     return _int8_offer()
+
+
+def int8_engine(offer: Decision) -> str:
+    """The int8 engine the offer measured fastest (``x86`` when nothing was measured)."""
+    timed = {name.removeprefix("int8 "): ms for name, ms in offer.times_ms.items() if name.startswith("int8 ")}
+    return min(timed, key=timed.__getitem__) if timed else "x86"
 
 
 @cache
 def _int8_offer() -> Decision:
-    if "x86" not in torch.backends.quantized.supported_engines and \
-            "fbgemm" not in torch.backends.quantized.supported_engines:
+    engines = cpu_routes.int8_engines()
+    if not engines:
         return Decision("bfloat16", {}, None, "no x86 int8 kernels in this torch build")
-    key = "int8 " + ",".join(f"{r}x{i}x{o}" for r, i, o in INT8_SHAPES)
-    return _cached(key, _probe_int8, refresh=False)
+    key = "int8 per-channel " + "/".join(engines) + " " + ",".join(f"{r}x{i}x{o}" for r, i, o in INT8_SHAPES)
+    return _cached(key, lambda: _probe_int8(engines), refresh=False)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -119,36 +131,47 @@ def _probe_float32(shapes: Shapes) -> Decision:
     generator = torch.Generator().manual_seed(0)
     totals = {"default": 0.0, "onednn": 0.0}
     error = 0.0
+    slower_somewhere = False
     with torch.inference_mode():
-        for (n_in, n_out), count in shapes.items():
-            x = torch.randn(PROBE_ROWS, n_in, generator=generator)
-            w = torch.randn(n_out, n_in, generator=generator) / math.sqrt(n_in)
-            b = torch.randn(n_out, generator=generator)
-            packed = pack_weight(w)
-            candidates = {"default": lambda: F.linear(x, w, b), "onednn": lambda: onednn_linear(x, packed, b)}
-            reference, fast = candidates["default"](), candidates["onednn"]()
-            error = max(error, float((fast - reference).abs().max() / reference.abs().max().clamp_min(1e-30)))
-            for name, seconds in best_interleaved(candidates).items():
-                totals[name] += count * seconds
-    chosen = "onednn" if totals["onednn"] <= MARGIN * totals["default"] and error <= TOLERANCE else "default"
+        for rows in PROBE_ROWS:
+            at_rows = dict.fromkeys(totals, 0.0)
+            for (n_in, n_out), count in shapes.items():
+                x = torch.randn(rows, n_in, generator=generator)
+                w = torch.randn(n_out, n_in, generator=generator) / math.sqrt(n_in)
+                b = torch.randn(n_out, generator=generator)
+                packed = pack_weight(w)
+                candidates = {"default": lambda: F.linear(x, w, b), "onednn": lambda: onednn_linear(x, packed, b)}
+                reference, fast = candidates["default"](), candidates["onednn"]()
+                error = max(error, float((fast - reference).abs().max() / reference.abs().max().clamp_min(1e-30)))
+                for name, seconds in best_interleaved(candidates).items():
+                    at_rows[name] += count * seconds
+            slower_somewhere |= at_rows["onednn"] > MARGIN * at_rows["default"]
+            for name, seconds in at_rows.items():
+                totals[name] += seconds
+    chosen = "default" if slower_somewhere or error > TOLERANCE else "onednn"
     return Decision(chosen, {k: 1e3 * v for k, v in totals.items()}, error, "measured")
 
 
-def _probe_int8() -> Decision:
+def _probe_int8(engines: tuple[str, ...]) -> Decision:
     generator = torch.Generator().manual_seed(0)
-    totals = {"int8": 0.0, "bfloat16": 0.0}
+    totals = {f"int8 {engine}": 0.0 for engine in engines} | {"bfloat16": 0.0}
     with torch.inference_mode():
         for rows, n_in, n_out in INT8_SHAPES:
-            layer = torch.nn.Sequential(torch.nn.Linear(n_in, n_out)).eval()
+            layer = torch.nn.Linear(n_in, n_out).eval()
             x = torch.randn(rows, n_in, generator=generator)
-            quantized = quantize_int8(torch.nn.Sequential(torch.nn.Linear(n_in, n_out)).eval())
-            half = layer.to(torch.bfloat16)
-            x16 = x.to(torch.bfloat16)
-            candidates = {"int8": lambda: quantized(x), "bfloat16": lambda: half(x16)}
+            candidates = {f"int8 {engine}": _quantized_call(layer, x, engine) for engine in engines}
+            half, x16 = copy.deepcopy(layer).to(torch.bfloat16), x.to(torch.bfloat16)
+            candidates["bfloat16"] = lambda: half(x16)
             for name, seconds in best_interleaved(candidates).items():
                 totals[name] += seconds
-    chosen = "int8" if totals["int8"] <= MARGIN * totals["bfloat16"] else "bfloat16"
+    fastest = min((name for name in totals if name != "bfloat16"), key=totals.__getitem__)
+    chosen = "int8" if totals[fastest] < totals["bfloat16"] else "bfloat16"  # a warning, not a switch: no margin
     return Decision(chosen, {k: 1e3 * v for k, v in totals.items()}, None, "measured")
+
+
+def _quantized_call(layer: torch.nn.Linear, x: torch.Tensor, engine: str) -> Callable[[], object]:
+    quantized = quantize_int8(torch.nn.Sequential(copy.deepcopy(layer)), engine=engine)
+    return lambda: quantized(x)
 
 
 def best_interleaved(candidates: dict[str, Callable[[], object]], repeats: int = REPEATS) -> dict[str, float]:

@@ -8,8 +8,9 @@
   float32 matmuls about twice as fast (docs/analyze.md). `taglens.engine.cpu_probe` decides
   per machine whether to use it; `taglens.engine.placement` applies it.
 - dynamic int8 (`quantize_int8`): weights quantised per output channel once, activations per
-  batch, int8 x int8 -> int32 products (fbgemm / x86 kernels, VNNI where the CPU has it).
-  Moves scores by ~1e-2 (docs/analyze.md): opt-in only, ``--dtype int8``.
+  batch, int8 x int8 -> int32 products (fbgemm's x86 kernels with VNNI, or oneDNN's, with AMX
+  where the CPU has it: `cpu_probe.int8_offer` measures which). The families' output layers
+  stay float32. Moves scores by up to ~4e-2 (docs/analyze.md): opt-in only, ``--dtype int8``.
 
 Only exact ``nn.Linear`` modules are replaced: subclasses such as the ``out_proj`` of
 ``nn.MultiheadAttention`` (SigLIP's pooling head) are read through ``.weight`` by their parent
@@ -18,6 +19,7 @@ and keep torch's default route.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import Counter
 
@@ -83,8 +85,28 @@ def use_default(module: nn.Module) -> int:
     return _replace(module, lambda m: isinstance(m, OneDnnLinear), lambda m: m.linear())
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """``module`` with its ``nn.Linear`` layers dynamically quantised to int8 (in place).
+INT8_ENGINES = ("x86", "onednn")
+"""torch's quantised CPU backends, in the order tried: fbgemm's x86 kernels (VNNI), and oneDNN's
+(which also uses AMX's int8 tiles on the Xeons that have them: 1.5-2x x86's kernels there)."""
+
+_engine_lock = threading.Lock()
+
+
+def int8_engines() -> tuple[str, ...]:
+    """The `INT8_ENGINES` this torch build has."""
+    supported = set(torch.backends.quantized.supported_engines)
+    return tuple(engine for engine in INT8_ENGINES if engine in supported)
+
+
+def quantize_int8(module: nn.Module, *, engine: str = "x86", keep_float32: tuple[str, ...] = ()) -> nn.Module:
+    """``module`` with its ``nn.Linear`` layers dynamically quantised to int8 (in place): weights
+    per output channel (a scale per row, which halves the deviation of per-tensor scales on
+    JoyTag), activations per batch, packed for ``engine`` (see `INT8_ENGINES`; the packed weight
+    remembers its engine, so torch's process-wide engine setting is only changed while packing).
+
+    Layers named in ``keep_float32`` (a qualified name or its last parts, e.g. ``head`` or
+    ``vision_model.head.mlp.fc2``) stay float32: a family's output layers, whose rounding would go
+    straight into its scores and embeddings.
 
     ``torch.ao.quantization.quantize_dynamic``: deprecated in favour of torchao, whose int8
     configurations run eagerly on the CPU no faster than float32 with torch 2.13 (they are meant
@@ -92,9 +114,21 @@ def quantize_int8(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*deprecated.*")
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        spec = {name: per_channel_dynamic_qconfig for name, layer in module.named_modules()
+                if type(layer) is nn.Linear and not _named(name, keep_float32)}
+        with _engine_lock:
+            saved = torch.backends.quantized.engine
+            torch.backends.quantized.engine = engine
+            try:
+                return quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
+            finally:
+                torch.backends.quantized.engine = saved
+
+
+def _named(name: str, names: tuple[str, ...]) -> bool:
+    return any(name == wanted or name.endswith("." + wanted) for wanted in names)
 
 
 def _replace(module: nn.Module, wanted, make) -> int:

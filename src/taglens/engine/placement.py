@@ -13,7 +13,8 @@ On the CPU the placement also chooses how float32 Linear layers run (`Placement.
 oneDNN with prepacked float32 weights where `taglens.engine.cpu_probe` measured it faster on this
 machine and within 1e-5 of torch's default, else torch's default (`taglens.engine.cpu_routes`).
 The choice is logged (``--verbose``) and kept on the module as ``matmul_route``. ``int8`` is
-float32 with the Linear layers dynamically quantised to int8 (CPU only, opt-in). Resolving a CPU
+float32 with the Linear layers dynamically quantised to int8 (CPU only, opt-in), on the int8
+engine the probe measured fastest, the family's output layers kept float32. Resolving a CPU
 placement sizes torch's intra-op threads with the decode threads (`taglens.engine.threads`).
 
 torch is imported when a placement is resolved, not with this module, so the model families'
@@ -111,18 +112,19 @@ class Placement:
         threads.apply_torch_threads(placement.device.type)
         return placement
 
-    def module(self, module: torch.nn.Module) -> torch.nn.Module:
+    def module(self, module: torch.nn.Module, *, keep_float32: tuple[str, ...] = ()) -> torch.nn.Module:
         """Move a module here, in eval mode with gradients off, its Linear layers on this CPU's
-        route (see the module doc)."""
+        route (see the module doc); ``keep_float32``: the Linear layers that int8 leaves float32
+        (a family's output layers, `taglens.engine.cpu_routes.quantize_int8`)."""
         module = module.to(device=self.device, dtype=self.dtype).eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
-        route = self._route(module)
+        route = self._route(module, keep_float32)
         log.info("matmul route for %s: %s", type(module).__name__, route)
         module.matmul_route = route
         return module
 
-    def _route(self, module: torch.nn.Module) -> str:
+    def _route(self, module: torch.nn.Module, keep_float32: tuple[str, ...]) -> str:
         import torch
 
         from taglens.engine import cpu_probe, cpu_routes
@@ -133,9 +135,12 @@ class Placement:
             offer = cpu_probe.int8_offer()
             if offer.chosen != "int8":
                 _say_int8_is_slower(offer.line())
+            engine = cpu_probe.int8_engine(offer)
             count = sum(cpu_routes.linear_shapes(module).values())
-            cpu_routes.quantize_int8(module)
-            return f"dynamic int8 ({count} Linear layers; vs bfloat16: {offer.line()})"
+            cpu_routes.quantize_int8(module, engine=engine, keep_float32=keep_float32)
+            kept = sum(cpu_routes.linear_shapes(module).values())
+            return (f"dynamic int8 on torch's {engine} engine ({count - kept} Linear layers, {kept} output layers "
+                    f"kept float32; {offer.line()})")
         if self.dtype != torch.float32:
             return f"torch default (cpu, {str(self.dtype).removeprefix('torch.')})"
         shapes = cpu_routes.linear_shapes(module)

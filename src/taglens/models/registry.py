@@ -54,6 +54,9 @@ class FamilyConfig:
     positive_labels: tuple[str, ...] = ()
     template: str | None = None
     text_length: int | None = None
+    int8_float32_layers: tuple[str, ...] = ()
+    """The output Linear layers ``--dtype int8`` leaves float32 (names in the family's networks,
+    matched by their last parts; `taglens.engine.cpu_routes.quantize_int8`)."""
 
 
 def family(name: str) -> ModuleType:

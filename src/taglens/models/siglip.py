@@ -106,6 +106,7 @@ CONFIG = FamilyConfig(
     url="https://huggingface.co/google/siglip-so400m-patch14-224",
     template="This is a photo of {}.",
     text_length=16,
+    int8_float32_layers=("vision_model.head.mlp.fc2", "text_model.head", "visual_projection", "text_projection"),
 )
 DEFAULT_TEMPLATES: tuple[str, ...] = (CONFIG.template,)  # type: ignore[assignment]
 
@@ -257,7 +258,7 @@ def load_model(
                               dtype=placement.dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{resolved.model_id}: could not load as a {kind} checkpoint ({exc})") from None
-    network = placement.module(network)
+    network = placement.module(network, keep_float32=CONFIG.int8_float32_layers)
     config = network.config
     text_length = min(int(tokenizer.model_max_length), int(config.text_config.max_position_embeddings))
     scale = float(network.logit_scale.detach().float().exp().item())

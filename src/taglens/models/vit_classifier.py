@@ -65,6 +65,7 @@ CONFIG = FamilyConfig(
     url="https://huggingface.co/Falconsai/nsfw_image_detection",
     threshold=0.5,
     positive_labels=("nsfw",),
+    int8_float32_layers=("classifier",),
 )
 DEFAULT_THRESHOLD: float = CONFIG.threshold  # type: ignore[assignment]
 DEFAULT_POSITIVE_LABEL = ",".join(CONFIG.positive_labels)
@@ -161,7 +162,7 @@ class ImageClassifier:
             ) from None
         labels = tuple(str(config.id2label[i]) for i in range(config.num_labels))
         return cls(
-            model=placement.module(module),
+            model=placement.module(module, keep_float32=CONFIG.int8_float32_layers),
             transform=transform,
             labels=labels,
             activation=activation_for(config),
