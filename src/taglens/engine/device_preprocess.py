@@ -4,8 +4,8 @@ The exact path (the default) decodes with Pillow and resizes with Pillow's filte
 about 24 ms of one core per 1024x768 photo: a GPU that runs the three default models at a
 thousand images a second would need 25+ cores of it. This mode reads and hashes the file on the
 CPU, decodes a plain JPEG on the device (``torchvision.io.decode_jpeg(device="cuda")``) and
-runs each transform's geometry there (`resize_on_device`: JoyTag's white square, transformers'
-resize and centre crop) with torch's antialiased filters, ending in the same uint8 image and
+runs each transform's geometry there (`resize_on_device`: each transform's ``device_geometry``,
+JoyTag's white square, transformers' resize and centre crop) with torch's antialiased filters, ending in the same uint8 image and
 lookup table as the exact path (`taglens.engine.transfer`). torch's antialiased bicubic and
 bilinear follow Pillow's kernels, but nvJPEG's IDCT and upsampling differ from libjpeg's and the
 resize accumulates in a different order, so pixels move by a few levels; the deviation on scores
@@ -60,10 +60,9 @@ def unavailable(device: Any, transforms: Sequence[Transform]) -> str | None:
 
 
 def has_device_recipe(transform: Transform) -> bool:
-    from taglens.models.hf_preprocess import HfImageTransform
-    from taglens.models.joytag import JoyTagTransform
-
-    return isinstance(transform, (JoyTagTransform, HfImageTransform))
+    """Whether ``transform`` says how to run its geometry on a device (a ``device_geometry``
+    method: (3, H, W) uint8 tensor -> (3, H', W') uint8 on the same device)."""
+    return callable(getattr(transform, "device_geometry", None))
 
 
 def nvjpeg_decode(data: bytes, device: Any) -> torch.Tensor:
@@ -128,80 +127,11 @@ def _plain_jpeg_size(data: bytes, options: DecodeOptions) -> tuple[int, int] | N
 
 
 def resize_on_device(transform: Transform, image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) uint8 -> (H', W', 3) uint8 on the same device: ``transform``'s geometry."""
-    from taglens.models.hf_preprocess import HfImageTransform
-    from taglens.models.joytag import JoyTagTransform
-
-    if isinstance(transform, JoyTagTransform):
-        out = _joytag_square(image, transform.input_size)
-    elif isinstance(transform, HfImageTransform):
-        out = _hf_resize(image, transform)
-    else:
+    """(3, H, W) uint8 -> (H', W', 3) uint8 on the same device: ``transform``'s geometry (its
+    ``device_geometry``, built from `taglens.engine.device_geometry`)."""
+    if not has_device_recipe(transform):
         raise TypeError(f"{type(transform).__name__} has no device recipe")
-    return out.permute(1, 2, 0).contiguous()
-
-
-def _joytag_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    import torch
-
-    _, height, width = image.shape
-    side = max(width, height)
-    if width != height:
-        square = torch.full((3, side, side), 255, dtype=torch.uint8, device=image.device)
-        top, left = (side - height) // 2, (side - width) // 2
-        square[:, top:top + height, left:left + width] = image
-        image = square
-    return image if side == size else _resize(image, size, size, int(Image.Resampling.BICUBIC))
-
-
-def _hf_resize(image: torch.Tensor, transform: Any) -> torch.Tensor:
-    _, h, w = image.shape
-    if transform.height and transform.width:
-        image = _resize(image, transform.height, transform.width, transform.resample)
-    elif transform.shortest_edge:
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = transform.shortest_edge, int(transform.shortest_edge * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        image = _resize(image, new_h, new_w, transform.resample)
-    if transform.crop is not None:
-        image = _center_crop(image, transform.crop)
-    return image
-
-
-_MODES = {int(Image.Resampling.NEAREST): "nearest", int(Image.Resampling.BILINEAR): "bilinear",
-          int(Image.Resampling.BICUBIC): "bicubic", int(Image.Resampling.LANCZOS): "bicubic",
-          int(Image.Resampling.HAMMING): "bilinear", int(Image.Resampling.BOX): "area"}
-
-
-def _resize(image: torch.Tensor, height: int, width: int, resample: int) -> torch.Tensor:
-    """Pillow's filter as torch has it (antialiased bilinear and bicubic follow Pillow's kernels),
-    rounded back to uint8."""
-    import torch
-    import torch.nn.functional as F
-
-    if tuple(image.shape[1:]) == (height, width):
-        return image
-    mode = _MODES.get(int(resample), "bicubic")
-    extra = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    out = F.interpolate(image[None].float(), size=(height, width), mode=mode, **extra)[0]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _center_crop(image: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
-    """transformers' centre crop (zero padding where the image is smaller), as the host's."""
-    import torch
-
-    crop_h, crop_w = crop
-    _, h, w = image.shape
-    top, left = (h - crop_h) // 2, (w - crop_w) // 2
-    if top >= 0 and left >= 0:
-        return image[:, top:top + crop_h, left:left + crop_w]
-    new_h, new_w = max(crop_h, h), max(crop_w, w)
-    pad_top, pad_left = -(-(new_h - h) // 2), -(-(new_w - w) // 2)
-    canvas = torch.zeros((3, new_h, new_w), dtype=torch.uint8, device=image.device)
-    canvas[:, pad_top:pad_top + h, pad_left:pad_left + w] = image
-    top, left = top + pad_top, left + pad_left
-    return canvas[:, max(0, top):min(new_h, top + crop_h), max(0, left):min(new_w, left + crop_w)]
+    return transform.device_geometry(image).permute(1, 2, 0).contiguous()
 
 
 def pillow_decode(data: bytes, device: Any) -> torch.Tensor:

@@ -25,13 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image
 
 from taglens.engine.transfer import ImageBytes
 from taglens.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 # Where a shortest-edge resize before a centre crop would make an image of more pixels than this
 # (a 1:300 panorama under a 224 px recipe; a 1x100000 strip would need gigabytes), resize only the
@@ -135,6 +138,22 @@ class HfImageTransform:
         """The side the image must keep for this recipe (JPEG draft mode never goes below it)."""
         sides = [s for s in (self.height, self.width, self.shortest_edge) if s]
         return max(sides) if sides else 0
+
+    def device_geometry(self, image: torch.Tensor) -> torch.Tensor:
+        """Steps 1 and 2 on a (3, H, W) uint8 tensor on any device (``--preprocess gpu``)."""
+        from taglens.engine import device_geometry
+
+        _, h, w = image.shape
+        if self.height and self.width:
+            image = device_geometry.resize(image, self.height, self.width, self.resample)
+        elif self.shortest_edge:
+            short, long = (w, h) if w <= h else (h, w)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+            image = device_geometry.resize(image, new_h, new_w, self.resample)
+        if self.crop is not None:
+            image = device_geometry.center_crop(image, self.crop)
+        return image
 
     def resize(self, image: Image.Image) -> Image.Image:
         """Steps 1 and 2 on an RGB image, returning uint8 RGB."""

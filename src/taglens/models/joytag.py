@@ -105,6 +105,14 @@ class JoyTagTransform:
         runs on the model's device, see `taglens.engine.transfer`)."""
         return ImageBytes(np.asarray(self.pad_and_resize(image)), self.table)
 
+    def device_geometry(self, image: torch.Tensor) -> torch.Tensor:
+        """Steps 1 and 2 on a (3, H, W) uint8 tensor on any device (``--preprocess gpu``):
+        the white square, bicubic to ``input_size``."""
+        from taglens.engine import device_geometry
+
+        square = device_geometry.pad_square(image, _WHITE[0])
+        return device_geometry.resize(square, self.input_size, self.input_size, int(Image.Resampling.BICUBIC))
+
     def pad_and_resize(self, image: Image.Image) -> Image.Image:
         """Steps 1 and 2: the white square, resized to ``input_size`` (uint8 RGB)."""
         if image.mode != "RGB":
