@@ -7,6 +7,7 @@ output layers, per channel, on the int8 engine measured fastest."""
 from __future__ import annotations
 
 import copy
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -77,6 +78,48 @@ def test_multihead_attentions_own_projection_keeps_the_default_route():
     net = nn.ModuleDict({"attention": nn.MultiheadAttention(16, 2), "mlp": nn.Linear(16, 16)})
     assert cpu_routes.use_onednn(net) == 1
     assert type(net["attention"].out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+
+
+def weight_products(run, weight: torch.Tensor) -> tuple[int, int]:
+    """(batched products of a copy of ``weight`` per token, aten::linear calls) while ``run`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    events = prof.events()
+    expanded = [e for e in events if e.name == "aten::bmm" and len(e.input_shapes[1]) == 3
+                and sorted(e.input_shapes[1][1:]) == sorted(weight.shape)]
+    return len(expanded), sum(e.name == "aten::linear" for e in events)
+
+
+def test_batch_first_attention_projects_seq_first_inputs_in_one_product():
+    """The pooling head's shape (a probe attending over tokens, key is value), weights frozen as
+    a placement leaves them: without the hook torch expands the key/value weight to every token
+    (aten::bmm on a copy); with it one product per projection, key and value still projected once,
+    the same numbers."""
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(32, 4, batch_first=True).eval().requires_grad_(False)
+    probe, tokens = torch.randn(3, 1, 32), torch.randn(3, 20, 32)
+    with torch.inference_mode():
+        want = attention(probe, tokens, tokens)[0]
+        key_value = attention.in_proj_weight[32:]
+        assert weight_products(lambda: attention(probe, tokens, tokens), key_value)[0] == 1
+        assert cpu_routes.feed_seq_first(nn.Sequential(attention, nn.MultiheadAttention(32, 4))) == 1
+        assert cpu_routes.feed_seq_first(attention) == 1 and len(attention._forward_pre_hooks) == 1
+        copies, linears = weight_products(lambda: attention(probe, tokens, tokens), key_value)
+        got = attention(probe, tokens, tokens)[0]
+    assert copies == 0 and linears == 3  # q, packed k/v, out_proj
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_siglips_pooling_head_gets_seq_first_inputs_on_every_cpu_dtype(dtype, checkpoints):
+    model = siglip.load_model(checkpoints["siglip16"], device="cpu", dtype=dtype)
+    head = model.model.vision_model.head.attention
+    assert list(head._forward_pre_hooks.values()) == [cpu_routes._seq_first_inputs]
+    batch = pixels(model.transform)
+    with torch.inference_mode():
+        assert weight_products(lambda: model.encode_images(batch), head.in_proj_weight[head.embed_dim:]) == (0, ANY)
 
 
 def test_the_probe_measures_once_then_reads_its_cache(monkeypatch):

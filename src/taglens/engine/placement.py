@@ -14,7 +14,10 @@ oneDNN with prepacked float32 weights where `taglens.engine.cpu_probe` measured 
 machine and within 1e-5 of torch's default, else torch's default (`taglens.engine.cpu_routes`).
 The choice is logged (``--verbose``) and kept on the module as ``matmul_route``. ``int8`` is
 float32 with the Linear layers dynamically quantised to int8 (CPU only, opt-in), on the int8
-engine the probe measured fastest, the family's output layers kept float32. Resolving a CPU
+engine the probe measured fastest, the family's output layers kept float32. Batch-first
+``nn.MultiheadAttention`` layers get their inputs laid out sequence-first
+(`cpu_routes.feed_seq_first`: without it torch copies SigLIP's pooling-head weight once per
+token on the CPU). Resolving a CPU
 placement sizes torch's intra-op threads with the decode threads (`taglens.engine.threads`).
 
 torch is imported when a placement is resolved, not with this module, so the model families'
@@ -131,6 +134,7 @@ class Placement:
 
         if self.device.type != "cpu":
             return f"torch default ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
+        cpu_routes.feed_seq_first(module)
         if self.int8:
             offer = cpu_probe.int8_offer()
             if offer.chosen != "int8":
