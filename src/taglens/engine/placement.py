@@ -122,6 +122,10 @@ class Placement:
         module = module.to(device=self.device, dtype=self.dtype).eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
+        if self.device.type == "cpu":  # frozen weights send batch-first attention down a copying path
+            from taglens.engine import cpu_routes
+
+            cpu_routes.feed_seq_first(module)
         route = self._route(module, keep_float32)
         log.info("matmul route for %s: %s", type(module).__name__, route)
         module.matmul_route = route
@@ -134,7 +138,6 @@ class Placement:
 
         if self.device.type != "cpu":
             return f"torch default ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
-        cpu_routes.feed_seq_first(module)
         if self.int8:
             offer = cpu_probe.int8_offer()
             if offer.chosen != "int8":
