@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from taglens.library import Library
 
 
+RANK_ATTEMPTS = 3
+"""Rankings per search. The vector index and the database are read at different moments, so an
+indexing run elsewhere may remove ranked images in between (a search that ranked on a
+generation whose six images were all gone by then found nothing: 1 run in ~8 of the concurrent
+search test). Where ranked images are gone and the embeddings changed meanwhile, the search
+ranks again on the index of the changed library; the last attempt keeps what it has."""
+
+
 def search(
     lib: Library,
     text: Any = (),
@@ -74,10 +82,15 @@ def search(
         embedder = lib.embedder()
         if getattr(embedder, "logit_bias", None) is not None:
             calibration = ranking.Calibration(float(embedder.logit_scale), float(embedder.logit_bias))
-    index = lib.vector_index()
-    keys, scores = ranking.rank(index, parts, calibration, limit=limit, allowed=allowed, min_score=min_score,
-                                exact_limit=lib.exact_limit)
-    return hits(lib, [int(k) for k in keys], [float(s) for s in scores], limit)
+    model = lib.embed_model()["id"]
+    for _ in range(RANK_ATTEMPTS):
+        before = db.generation(conn, model)
+        keys, scores = ranking.rank(lib.vector_index(), parts, calibration, limit=limit, allowed=allowed,
+                                    min_score=min_score, exact_limit=lib.exact_limit)
+        found, vanished = _hits(lib, [int(k) for k in keys], [float(s) for s in scores], limit)
+        if not vanished or db.generation(conn, model) == before:
+            break
+    return found
 
 
 def tag_names(lib: Library, names: Sequence[str] = ()) -> TagNames:
@@ -96,8 +109,14 @@ def tag_names(lib: Library, names: Sequence[str] = ()) -> TagNames:
 def hits(lib: Library, contents: list[int], scores: list[float | None], limit: int) -> list[Hit]:
     """The files of ``contents`` (each content's paths in order) with their tags and NSFW result,
     at most ``limit``."""
+    return _hits(lib, contents, scores, limit)[0]
+
+
+def _hits(lib: Library, contents: list[int], scores: list[float | None], limit: int) -> tuple[list[Hit], list[int]]:
+    """`hits`, and the contents that no indexed file holds any more (removed since they were ranked)."""
     tag_model, nsfw_model = db.current_model(lib.conn, "tag"), db.current_model(lib.conn, "nsfw")
     info = db.describe_contents(lib.conn, contents, tag_model and tag_model["id"], nsfw_model and nsfw_model["id"])
+    vanished = [content for content in contents if not info[content]["paths"]]
     out: list[Hit] = []
     for content, score in zip(contents, scores):
         entry = info[content]
@@ -105,8 +124,8 @@ def hits(lib: Library, contents: list[int], scores: list[float | None], limit: i
         for path in entry["paths"]:
             out.append(Hit(path, score, tags, entry["nsfw"], image=content))
             if len(out) >= limit:
-                return out
-    return out
+                return out, vanished
+    return out, vanished
 
 
 def weighted(values: Any) -> list[tuple[float, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,61 @@ def test_search_never_fails_while_another_library_handle_indexes(tmp_path, embed
     assert meta(reader)["kind"] == ("exact" if exact_limit > 100 else "hnsw")
     writer.close()
     reader.close()
+
+
+def test_a_search_ranks_again_when_the_ranked_images_were_removed_meanwhile(tmp_path, embedder, monkeypatch):
+    """The race that test found, made certain: another handle's indexing run removes every image
+    the search just ranked, before the search reads their files. It ranks again on the changed
+    library's index and shows images that are still there."""
+    from taglens.library import search as ranking
+
+    folder = tmp_path / "p"
+    make_photos(folder, 8)
+    writer = Library.open(tmp_path / "l", create=True, embedder_loader=lambda *a: embedder, exact_limit=5)
+    sources, _ = fake_models()
+    writer.index([folder], sources, options=OPTIONS)
+    reader = Library.open(tmp_path / "l", embedder_loader=lambda *a: embedder, exact_limit=5)
+    paths = {c: p for p, c in db_files(reader)}
+    real_rank, calls = ranking.rank, []
+
+    def rank_then_remove(*args, **kwargs):
+        keys, scores = real_rank(*args, **kwargs)
+        if not calls:
+            for content in keys:
+                paths[int(content)].unlink()
+            writer.index([folder], sources, options=OPTIONS)
+        calls.append(len(keys))
+        return keys, scores
+
+    monkeypatch.setattr(ranking, "rank", rank_then_remove)
+    hits = reader.search("a picture", limit=3)
+    assert calls == [3, 3]
+    assert len(hits) == 3 and all(Path(h.path).exists() for h in hits)
+    writer.close()
+    reader.close()
+
+
+def test_an_image_without_files_but_with_an_unchanged_index_is_ranked_once(lib, photos, models, monkeypatch):
+    """A ranked image whose files are gone while the embeddings did not change (no indexing run
+    is under way) is left out without ranking again and again."""
+    from taglens.library import search as ranking
+
+    lib.index([photos], models[0], options=OPTIONS)
+    path, content = db_files(lib)[0]
+    with db.transaction(lib.conn):
+        lib.conn.execute("DELETE FROM files WHERE content = ?", (content,))
+    real_rank, calls = ranking.rank, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real_rank(*args, **kwargs)
+
+    monkeypatch.setattr(ranking, "rank", counted)
+    hits = lib.search("a picture", limit=20)
+    assert len(calls) == 1
+    assert len(hits) == len(db_files(lib)) and str(path) not in {str(h.path) for h in hits}
+
+
+def db_files(lib) -> list[tuple[Path, int]]:
+    return [(Path(db.from_db_path(r["path"])), int(r["content"])) for r in lib.conn.execute(
+        "SELECT path, content FROM files WHERE status = 'ok' ORDER BY path")]
